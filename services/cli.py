@@ -1,0 +1,89 @@
+"""The ``comfypod`` command: one click group whose subcommands live in their own modules.
+
+Subcommands are imported lazily (``COMMANDS`` maps a name to ``module:attribute``), so
+``comfypod ctl status`` does not pay for importing Flask, and each area owns its commands.
+A :class:`ComfyPodError` is printed as one line and the process exits with its code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from services.errors import ComfyPodError
+
+COMMANDS: dict[str, str] = {
+    "up": "services.startup_cli:up_command",
+    "ctl": "services.supervisor_cli:ctl_command",
+    "status": "services.supervisor_cli:status_command",
+    "settings": "services.settings_cli:settings_command",
+    "password": "services.credentials_cli:password_command",
+    "presets": "presets.cli:presets_group",
+    "models": "presets.models_cli:models_group",
+    "downloader": "presets.worker:downloader_command",
+    "comfyui": "services.launcher:comfyui_command",
+    "healthprobe": "services.healthprobe:healthprobe_command",
+    "run": "services.run_cli:run_command",
+    "doctor": "services.doctor_cli:doctor_command",
+    "nodes": "services.nodes_cli:nodes_group",
+    "jupyter": "services.programs:jupyter_command",
+    "code-server": "services.programs:code_server_command",
+    "sshd": "services.programs:sshd_command",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a subcommand's module only when it is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        module = importlib.import_module(module_name)
+        return getattr(module, attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="comfypod")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """ComfyPod: ComfyUI on a rented GPU, with one admin and one login."""
+    ctx.ensure_object(dict)
+
+
+def get_settings(ctx: click.Context):
+    """The Settings for this invocation, loaded once and kept on ``ctx.obj``."""
+    from services.settings import load_settings
+
+    root = ctx.find_root()
+    root.ensure_object(dict)
+    if "settings" not in root.obj:
+        root.obj["settings"] = load_settings()
+    return root.obj["settings"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cli.main(args=argv, prog_name="comfypod", standalone_mode=False)
+    except ComfyPodError as err:
+        click.echo(f"comfypod: {err}", err=True)
+        return err.exit_code
+    except click.exceptions.Abort:
+        click.echo("comfypod: aborted", err=True)
+        return 130
+    except click.ClickException as err:
+        err.show()
+        return err.exit_code
+    except click.exceptions.Exit as err:
+        return err.exit_code
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

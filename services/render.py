@@ -1,0 +1,73 @@
+"""One function per generated file: supervisord.conf, nginx.conf, extra_model_paths.yaml.
+
+``render_*`` functions are pure (Settings in, text out); ``write_configs`` writes them all.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jinja2
+
+from services.paths import MODEL_FOLDERS
+from services.settings import Settings
+
+
+def _environment(folder: Path) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(folder)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def render_supervisord(settings: Settings) -> str:
+    template = _environment(settings.app_dir / "supervisor.d").get_template("supervisord.conf.j2")
+    return template.render(settings=settings, is_root=os.getuid() == 0)
+
+
+def render_nginx(settings: Settings) -> str:
+    template = _environment(settings.app_dir / "nginx").get_template("nginx.conf.j2")
+    return template.render(settings=settings, is_root=os.getuid() == 0)
+
+
+def render_extra_model_paths(settings: Settings) -> str:
+    """ComfyUI's extra_model_paths.yaml pointing every model folder at workspace/models."""
+    lines = [
+        "# Written by `comfypod up` at every start: ComfyUI reads models from the workspace.",
+        "comfypod:",
+        f"    base_path: {settings.models_dir}",
+        "    is_default: true",
+    ]
+    for folder in MODEL_FOLDERS:
+        lines.append(f"    {folder}: {folder}/")
+    return "\n".join(lines) + "\n"
+
+
+def extra_model_paths_file(settings: Settings) -> Path:
+    return settings.config_dir / "extra_model_paths.yaml"
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_configs(settings: Settings) -> list[Path]:
+    """Render every generated file; return their paths."""
+    written = []
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings.run_dir, 0o700)
+    _write(settings.supervisord_conf, render_supervisord(settings))
+    written.append(settings.supervisord_conf)
+    if (settings.app_dir / "nginx" / "nginx.conf.j2").is_file():
+        nginx_conf = settings.run_dir / "nginx.conf"
+        _write(nginx_conf, render_nginx(settings))
+        written.append(nginx_conf)
+    _write(extra_model_paths_file(settings), render_extra_model_paths(settings))
+    written.append(extra_model_paths_file(settings))
+    return written
