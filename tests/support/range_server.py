@@ -168,9 +168,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if f.get("token") and not cdn:
             if self.headers.get("Authorization") != f"Bearer {f['token']}":
-                self._simple(record, 401, b"Invalid credentials\n",
-                             {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Invalid credentials in Authorization header"},
-                             head)
+                headers = {"X-Error-Code": "RepoNotFound",
+                           "X-Error-Message": "Invalid credentials in Authorization header"}
+                self._simple(record, 401, b"Invalid credentials\n", headers, head)
                 return
         if f.get("gated") and not cdn:
             repo = f.get("repo", "org/model")
