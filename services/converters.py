@@ -6,6 +6,7 @@ No I/O beyond the time-zone database lookup.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import zoneinfo
@@ -73,7 +74,8 @@ def path(name: str, value: str) -> Path:
     text = value.strip()
     if not text or "\x00" in text:
         raise _bad(name, value, "an absolute or relative folder path")
-    return Path(text).expanduser().resolve()
+    # absolute, but symlinks kept: a venv's python is a link that must stay a link
+    return Path(os.path.abspath(os.path.expanduser(text)))
 
 
 def choice(name: str, value: str, allowed: tuple[str, ...]) -> str:

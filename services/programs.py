@@ -24,10 +24,11 @@ class Program:
     name: str
     title: str
     find: Callable[[Settings], str | None]  # returns None when the program can run, else why not
+    toggle: str = ""  # the ENABLE_* suffix when it differs from the name (sshd: ENABLE_SSH)
 
     @property
     def enable_field(self) -> str:
-        return "enable_" + self.name.replace("-", "_")
+        return "enable_" + (self.toggle or self.name).replace("-", "_")
 
     @property
     def enable_variable(self) -> str:
@@ -44,7 +45,7 @@ def _which(binary: str, hint: str) -> Callable[[Settings], str | None]:
 
 
 def _search_path(settings: Settings) -> str:
-    return os.pathsep.join([str(settings.venv_bin), os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
+    return os.pathsep.join([str(settings.venv_bin), settings.search_path, "/usr/sbin", "/usr/local/sbin"])
 
 
 def _find_comfyui(settings: Settings) -> str | None:
@@ -66,7 +67,7 @@ PROGRAMS: tuple[Program, ...] = (
     Program("nginx", "nginx", _which("nginx", "apt-get install nginx")),
     Program("code-server", "code-server", _which("code-server", "see https://coder.com/docs/code-server/install")),
     Program("jupyter", "JupyterLab", _which("jupyter-lab", "pip install jupyterlab")),
-    Program("sshd", "SSH", _find_sshd),
+    Program("sshd", "SSH", _find_sshd, toggle="ssh"),
 )
 
 PROGRAM_NAMES = tuple(p.name for p in PROGRAMS)

@@ -152,6 +152,7 @@ class Settings:
     log_level: str
     link_supervisor_config: bool
     notices: tuple[str, ...] = ()
+    search_path: str = os.defpath  # the PATH this pod was started with (to find binaries)
 
     # ---- derived locations (no I/O) -------------------------------------------------
     @property
@@ -264,7 +265,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if values["comfyui_python"] is None:
         values["comfyui_python"] = Path(sys.executable)
     _check_ports(values)
-    return Settings(**values, notices=tuple(notices))
+    return Settings(**values, notices=tuple(notices), search_path=env.get("PATH", os.defpath))
 
 
 def _check_ports(values: dict[str, Any]) -> None:
@@ -278,6 +279,11 @@ def _check_ports(values: dict[str, Any]) -> None:
                 f"{var.name}={port} is not valid: expected a port not already used by {seen[port]}"
             )
         seen[port] = var.name
+
+
+def process_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A copy of the environment this process got, to hand on to child processes."""
+    return dict(os.environ if environ is None else environ)
 
 
 def variable(field: str) -> Variable:

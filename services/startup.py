@@ -12,7 +12,7 @@ from pathlib import Path
 
 from services import paths, programs
 from services.errors import ComfyPodError
-from services.settings import Settings
+from services.settings import Settings, process_environment
 
 log = logging.getLogger("comfypod.up")
 
@@ -79,11 +79,17 @@ def prepare(settings: Settings, base_env: dict[str, str] | None = None) -> Prepa
                 raise
             log.error("start-up step %s failed: %s", step.target, err)
             continue
+        except Exception:
+            if step.essential:
+                raise
+            # an optional step (catalog, packages, queued presets) must never keep the pod down
+            log.exception("start-up step %s failed; going on without it", step.target)
+            continue
         if step.target.endswith(":ensure_credentials"):
             generated = result  # type: ignore[assignment]
-    env = dict(os.environ if base_env is None else base_env)
+    env = process_environment(base_env)
     env.update(settings.environment())
-    env["PATH"] = os.pathsep.join([str(settings.venv_bin), env.get("PATH", "/usr/bin:/bin"), "/usr/sbin"])
+    env["PATH"] = os.pathsep.join([str(settings.venv_bin), settings.search_path, "/usr/sbin"])
     env["PYTHONUNBUFFERED"] = "1"
     if settings.link_supervisor_config:
         link_default_config(settings)

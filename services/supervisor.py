@@ -20,7 +20,11 @@ class _UnixConnection(HTTPConnection):
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
-        sock.connect(self._path)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
         self.sock = sock
 
 
@@ -31,7 +35,16 @@ class _UnixTransport(xmlrpc.client.Transport):
         self._timeout = timeout
 
     def make_connection(self, host):  # noqa: ANN001 - xmlrpc signature
-        return _UnixConnection(self._path, self._timeout)
+        self.close()
+        connection = _UnixConnection(self._path, self._timeout)
+        self._connection = (host, connection)  # so Transport.close() closes it on every path
+        return connection
+
+    def request(self, host, handler, request_body, verbose=False):  # noqa: ANN001
+        try:
+            return super().request(host, handler, request_body, verbose)
+        finally:
+            self.close()  # one connection per call: nothing left open between calls
 
 
 @dataclass(frozen=True)
