@@ -14,23 +14,24 @@ import click
 
 from services.errors import ComfyPodError
 
-COMMANDS: dict[str, str] = {
-    "up": "services.startup_cli:up_command",
-    "ctl": "services.supervisor_cli:ctl_command",
-    "status": "services.supervisor_cli:status_command",
-    "settings": "services.settings_cli:settings_command",
-    "password": "services.credentials_cli:password_command",
-    "presets": "presets.cli:presets_group",
-    "models": "presets.models_cli:models_group",
-    "downloader": "presets.worker:downloader_command",
-    "comfyui": "services.launcher:comfyui_command",
-    "healthprobe": "services.healthprobe:healthprobe_command",
-    "run": "services.run_cli:run_command",
-    "doctor": "services.doctor_cli:doctor_command",
-    "nodes": "services.nodes_cli:nodes_group",
-    "jupyter": "services.programs:jupyter_command",
-    "code-server": "services.programs:code_server_command",
-    "sshd": "services.programs:sshd_command",
+# name -> ("module:attribute", one-line help); the help is here so `--help` imports nothing.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "up": ("services.startup_cli:up_command", "Prepare the workspace and run supervisord (entrypoint)."),
+    "ctl": ("services.supervisor_cli:ctl_command", "supervisorctl for this pod (ctl restart comfyui)."),
+    "status": ("services.supervisor_cli:status_command", "State, pid and uptime of every program."),
+    "settings": ("services.settings_cli:settings_command", "Check the environment; show settings."),
+    "password": ("services.credentials_cli:password_command", "Reset the one login for every port."),
+    "presets": ("presets.cli:presets_group", "List, install, remove and validate model presets."),
+    "models": ("presets.models_cli:models_group", "Installed model files; add one by URL."),
+    "downloader": ("presets.worker:downloader_command", "Run the download worker (a program)."),
+    "comfyui": ("services.launcher:comfyui_command", "Run ComfyUI in the foreground (a program)."),
+    "healthprobe": ("services.healthprobe:healthprobe_command", "ComfyUI health probe (event listener)."),
+    "run": ("services.run_cli:run_command", "Run a workflow through ComfyUI with progress."),
+    "doctor": ("services.doctor_cli:doctor_command", "Check driver, CUDA, GPU and SageAttention."),
+    "nodes": ("services.nodes_cli:nodes_group", "Custom nodes on the volume: list, install, export."),
+    "jupyter": ("services.programs:jupyter_command", "Run JupyterLab on loopback (a program)."),
+    "code-server": ("services.programs:code_server_command", "Run code-server on loopback (a program)."),
+    "sshd": ("services.programs:sshd_command", "Run sshd with keys from PUBLIC_KEY (a program)."),
 }
 
 
@@ -41,12 +42,16 @@ class LazyGroup(click.Group):
         return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        target = COMMANDS.get(name)
-        if target is None:
+        entry = COMMANDS.get(name)
+        if entry is None:
             return None
-        module_name, attr = target.split(":")
+        module_name, attr = entry[0].split(":")
         module = importlib.import_module(module_name)
         return getattr(module, attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMANDS[name][1]) for name in self.list_commands(ctx)])
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
