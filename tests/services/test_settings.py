@@ -132,3 +132,27 @@ def test_cli_prints_one_line_and_exits_nonzero(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "ENABLE_JUPYTER='maybe'" in result.stderr
+
+
+# ---- property test: any environment either loads or gives one SettingsError line ----------
+from hypothesis import given, settings as hsettings, strategies as st  # noqa: E402
+
+_names = st.sampled_from([v.name for v in VARIABLES] + ["ENABLE_UNIFIED_DASHBOARD", "ENABLE_PRESET_MANAGER"])
+_values = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(["true", "false", "0", "65536", "-1", "Etc/UTC", "Mars/X", "'", "a,b", "\x00", " "]),
+    st.integers(-100000, 100000).map(str),
+)
+
+
+@hsettings(max_examples=400, deadline=None)
+@given(st.dictionaries(_names, _values, max_size=8))
+def test_any_environment_loads_or_fails_with_one_line(env):
+    env = {k: v.replace("\x00", "") if k in ("WORKSPACE", "APP_DIR") else v for k, v in env.items()}
+    try:
+        s = load_settings(env)
+    except SettingsError as err:
+        assert "\n" not in str(err) and "=" in str(err)
+        return
+    assert isinstance(s, Settings)
+    assert load_settings(s.environment()).with_changes(notices=()) == s.with_changes(notices=())
