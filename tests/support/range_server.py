@@ -12,27 +12,28 @@ Last-Modified, Hugging Face's headers (X-Linked-Etag, X-Linked-Size, X-Repo-Comm
 
 Fault keywords of ``add`` (all optional):
     throttle=BYTES_PER_S   per-connection rate limit
-    drop_after=N           close the connection after N body bytes (first ``drop_times`` bodies)
+    drop_after=N           close the connection after N body bytes (``drop_times`` times in all)
     drop_times=1
     stall_after=N          stop sending after N body bytes for ``stall_seconds`` (socket kept open)
-    stall_seconds=30, stall_times=1
+    stall_seconds=30, stall_times=1   (stalls happen ``stall_times`` times in all)
     errors=[500, 429, ...] statuses answered, in order, to the next requests of this path
     retry_after="1"        Retry-After header sent with 429/503 from ``errors``
     always_status=416|500|…  every request answered with this status
-    range_416=True         every ranged request answered 416 (Content-Range: bytes */size)
-    range_416_times=N      only the first N ranged requests answered 416
+    range_416=True         every resume request (a range not starting at 0) answered 416
+    range_416_times=N      only the first N of them
     no_range=True          Range ignored: always 200 with the whole body
     token="secret"         requires "Authorization: Bearer secret", else 401
     gated=True             403 with Hugging Face's GatedRepo headers
     content_length=N       announced length (HEAD and GET) differs from the real body
     serve=bytes            bytes actually served instead of ``data`` (wrong bytes)
-    serve_times=N          only the first N bodies use ``serve``
+    serve_times=N          only the first N bodies use ``serve`` (one-byte probe bodies not counted)
     html=True              200 text/html error page instead of the file
     json_error=True        200 application/json error body instead of the file
     redirect_to=URL        302 to URL
     hf=True                X-Linked-Etag (sha256), X-Linked-Size, X-Repo-Commit and ETag=sha256
     hf_cdn=True            with hf: answer 302 to /_cdn/<path> on ``cdn_host`` (default localhost)
     etag="..." / etag=None,  last_modified="..." / None
+    disposition=NAME       Content-Disposition: attachment; filename="NAME"
     change_after=N         after N GET bodies the content changes to ``changed`` (new ETag)
     changed=bytes
 """
@@ -91,6 +92,7 @@ class RequestRecord:
     authorization: str | None
     status: int = 0
     body_bytes: int = 0
+    client_port: int = 0
 
 
 def sha256_hex(data: bytes) -> str:
@@ -142,7 +144,7 @@ class _Handler(BaseHTTPRequestHandler):
         record = RequestRecord(
             method=self.command, path=raw_path, host=self.headers.get("Host", ""),
             range=self.headers.get("Range"), if_range=self.headers.get("If-Range"),
-            authorization=self.headers.get("Authorization"),
+            authorization=self.headers.get("Authorization"), client_port=self.client_address[1],
         )
         with owner.lock:
             blob = owner.blobs.get(path)
@@ -221,12 +223,6 @@ class _Handler(BaseHTTPRequestHandler):
             if if_range is not None and if_range not in (etag, last_modified):
                 range_header = None
         if range_header and not f.get("no_range"):
-            with owner.lock:
-                n416 = blob.bump("ranged")
-            limit = f.get("range_416_times")
-            if f.get("range_416") and (limit is None or n416 < limit):
-                self._simple(record, 416, b"", {"Content-Range": f"bytes */{size}"}, head)
-                return
             match = _RANGE.match(range_header.strip())
             if not match or (not match.group(1) and not match.group(2)):
                 self._simple(record, 416, b"", {"Content-Range": f"bytes */{size}"}, head)
@@ -239,15 +235,24 @@ class _Handler(BaseHTTPRequestHandler):
             if start >= size or start > end:
                 self._simple(record, 416, b"", {"Content-Range": f"bytes */{size}"}, head)
                 return
+            if f.get("range_416") and start > 0:
+                with owner.lock:
+                    n416 = blob.bump("ranged416")
+                limit = f.get("range_416_times")
+                if limit is None or n416 < limit:
+                    self._simple(record, 416, b"", {"Content-Range": f"bytes */{size}"}, head)
+                    return
             status = 206
 
-        body_no = None
         serve = data
         if not head:
             with owner.lock:
-                body_no = blob.bump("bodies")
-            if f.get("serve") is not None and body_no < f.get("serve_times", 1 << 30):
-                serve = f["serve"]
+                blob.bump("bodies")
+            if f.get("serve") is not None and end > start:
+                with owner.lock:
+                    served_wrong = blob.bump("wrong")
+                if served_wrong < f.get("serve_times", 1 << 30):
+                    serve = f["serve"]
 
         length = end - start + 1
         record.status = status
@@ -265,25 +270,41 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Last-Modified", last_modified)
         for key, value in hf_headers.items():
             self.send_header(key, value)
+        if f.get("disposition"):
+            self.send_header("Content-Disposition", f'attachment; filename="{f["disposition"]}"')
         if f.get("close"):
             self.send_header("Connection", "close")
         self.end_headers()
         if head:
             owner._record(record)
             return
+        with owner.lock:
+            owner.busy += 1
         try:
-            self._send_body(blob, serve, start, length, body_no or 0, record)
+            self._send_body(blob, serve, start, length, record)
         finally:
             owner._record(record)
+            with owner.lock:
+                owner.busy -= 1
         if announced is not None and announced != length:
             self.close_connection = True
 
-    def _send_body(self, blob: Blob, data: bytes | Path, start: int, length: int, body_no: int,
-                   record: RequestRecord) -> None:
+    def _send_body(self, blob: Blob, data: bytes | Path, start: int, length: int, record: RequestRecord) -> None:
         owner = self.server.owner
         f = blob.faults
-        drop_at = f.get("drop_after") if body_no < f.get("drop_times", 1) else None
-        stall_at = f.get("stall_after") if body_no < f.get("stall_times", 1) else None
+        drop_at = f.get("drop_after") if length > f.get("drop_after", 0) else None
+        stall_at = f.get("stall_after") if length > f.get("stall_after", 0) else None
+        with owner.lock:
+            if drop_at is not None:
+                if blob.counters.get("drops", 0) >= f.get("drop_times", 1):
+                    drop_at = None
+                else:
+                    blob.bump("drops")
+            if stall_at is not None:
+                if blob.counters.get("stalls", 0) >= f.get("stall_times", 1):
+                    stall_at = None
+                else:
+                    blob.bump("stalls")
         rate = f.get("throttle")
         fast_file = isinstance(data, Path) and not rate and drop_at is None and stall_at is None
         if fast_file:
@@ -356,6 +377,7 @@ class RangeServer:
         self._server.owner = self
         self.port = self._server.server_address[1]
         self._thread: threading.Thread | None = None
+        self.busy = 0  # bodies being sent right now
 
     # -- lifecycle ------------------------------------------------------------
     def start(self) -> RangeServer:
@@ -453,7 +475,23 @@ class RangeServer:
             return [r for r in self.log
                     if (path is None or r.path in (path, "/_cdn" + path)) and (method is None or r.method == method)]
 
+    def connections(self, path: str | None = None) -> int:
+        """Distinct client connections (source ports) seen for ``path`` (or for every path)."""
+        return len({r.client_port for r in self.requests(path)})
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until no body is being sent (a client that hung up may leave a writer running)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if self.busy == 0:
+                    return True
+            time.sleep(0.01)
+        return False
+
     def reset_counts(self) -> None:
+        """Forget the counters and the request log (waits for bodies in flight first)."""
+        self.wait_idle()
         with self.lock:
             self._served.clear()
             self.log.clear()
