@@ -42,9 +42,11 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import json
 import os
 import re
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -499,3 +501,26 @@ class RangeServer:
 
 def http_date(ts: float) -> str:
     return email.utils.formatdate(ts, usegmt=True)
+
+
+def pseudo_random(size: int, seed: int = 1) -> bytes:
+    """Deterministic, incompressible-looking bytes (fast: sha256 blocks repeated)."""
+    out = bytearray()
+    counter = 0
+    while len(out) < size:
+        out += hashlib.sha256(f"{seed}-{counter}".encode()).digest() * 64
+        counter += 1
+    return bytes(out[:size])
+
+
+def safetensors_blob(size: int, seed: int = 1) -> bytes:
+    """A valid .safetensors file of exactly ``size`` bytes: one U8 tensor filling the body."""
+    header = b""
+    for _ in range(3):  # the header length depends on the numbers in it
+        body = size - 8 - len(header)
+        text = json.dumps({"w": {"dtype": "U8", "shape": [body], "data_offsets": [0, body]}}).encode()
+        header = text.ljust(-(-len(text) // 8) * 8, b" ")
+    body = size - 8 - len(header)
+    if body < 0:
+        raise ValueError(f"{size} bytes is too small for a .safetensors file")
+    return struct.pack("<Q", len(header)) + header + pseudo_random(body, seed)
