@@ -4,7 +4,7 @@ VENV        ?= .venv
 BIN         := $(VENV)/bin
 WORKSPACE   ?= $(CURDIR)/workspace
 COMFYUI_DIR ?= $(CURDIR)/.comfyui
-COMFYUI_REF ?= v0.3.64
+COMFYUI_REF ?= v0.8.1  # the release the image pins (docker/custom-nodes.lock)
 PYTEST_ARGS ?=
 export COMFYUI_DIR
 
@@ -25,7 +25,7 @@ lint: venv
 	$(BIN)/ruff check services admin presets tests bench ci
 
 comfyui: venv ## clone ComfyUI at a pinned release into COMFYUI_DIR and install its requirements
-	test -d $(COMFYUI_DIR) || git clone --depth 1 --branch $(COMFYUI_REF) https://github.com/comfyanonymous/ComfyUI.git $(COMFYUI_DIR)
+	test -d $(COMFYUI_DIR) || git clone --depth 1 --branch $(COMFYUI_REF) https://github.com/Comfy-Org/ComfyUI.git $(COMFYUI_DIR)
 	$(BIN)/pip install -r $(COMFYUI_DIR)/requirements.txt
 
 clean:
