@@ -4,7 +4,8 @@ VENV        ?= .venv
 BIN         := $(VENV)/bin
 WORKSPACE   ?= $(CURDIR)/workspace
 COMFYUI_DIR ?= $(CURDIR)/.comfyui
-COMFYUI_REF ?= v0.8.1  # the release the image pins (docker/custom-nodes.lock)
+# the ComfyUI release the image pins too (docker/custom-nodes.lock)
+COMFYUI_REF ?= v0.8.1
 PYTEST_ARGS ?=
 export COMFYUI_DIR
 
