@@ -207,21 +207,22 @@ def test_front_door(mesh):
 
 
 def test_start_up_pages(mesh_factory):
-    mesh = mesh_factory(FAKE_COMFYUI_STARTUP_DELAY="4")
+    mesh = mesh_factory(FAKE_COMFYUI_STARTUP_DELAY="8")
     comfyui = mesh.url("comfyui") + "/"
     with mesh.login("comfyui") as session:
-        # ComfyUI's process runs but does not listen yet: a self-refreshing 503, not a bare 502
-        page = wait_page(session, comfyui, 503, "ComfyUI is starting")
-        assert page.headers["Retry-After"] == "3"
-        assert '<meta http-equiv="refresh" content="3">' in page.text
-        wait_page(session, comfyui, 200, "fake ComfyUI")
-
         # stopped by hand: the port stays up and says so
         mesh.supervisor.stop("comfyui")
         page = wait_page(session, comfyui, 503, "ComfyUI is stopped")
         assert 'http-equiv="refresh"' in page.text
         # the start-up page is no way around the login
         assert requests.get(comfyui, allow_redirects=False, timeout=10).status_code == 302
+
+        # started again, its process runs but does not listen for 8 s: a self-refreshing 503
+        mesh.supervisor.start("comfyui", wait=False)
+        page = wait_page(session, comfyui, 503, "ComfyUI is starting")
+        assert page.headers["Retry-After"] == "3"
+        assert '<meta http-equiv="refresh" content="3">' in page.text
+        wait_page(session, comfyui, 200, "fake ComfyUI")
 
         mesh.supervisor.stop("code-server")
         wait_page(session, mesh.url("code-server") + "/", 503, "code-server is stopped")
@@ -234,9 +235,10 @@ def test_start_up_pages(mesh_factory):
         anonymous = requests.get(comfyui, allow_redirects=False, timeout=10)
         assert anonymous.status_code == 503 and "fake ComfyUI" not in anonymous.text
 
+        # back up: the same session cookie works again
         mesh.supervisor.start("admin")
-        mesh.supervisor.start("comfyui")
-        wait_page(session, comfyui, 200, "fake ComfyUI")
+        wait_page(session, mesh.url("admin") + "/", 200, LANDING["admin"])
+        wait_page(session, mesh.url("code-server") + "/", 503, "code-server is stopped")
 
 
 def execute(sock: websocket.WebSocket, code: str) -> str:
