@@ -126,14 +126,23 @@ def openapi_path(rule: str) -> str:
     return _CONVERTER.sub(r"{\1}", rule)
 
 
-def _fallback(view, method: str, args: list[str]) -> dict[str, Any]:
+def _fallback(view) -> dict[str, Any]:
     doc = (view.__doc__ or view.__name__).strip().splitlines()[0]
-    operation: dict[str, Any] = {"summary": doc, "responses": {"200": {"description": "OK"}}}
-    if args:
-        operation["parameters"] = [
-            {"name": a, "in": "path", "required": True, "schema": {"type": "string"}} for a in args
-        ]
-    return operation
+    return {"summary": doc, "responses": {"200": {"description": "OK"}}}
+
+
+def _add_path_parameters(operation: dict[str, Any], rule) -> None:
+    """Declare every path argument the docstring left out (an OpenAPI document must)."""
+    parameters = operation.setdefault("parameters", [])
+    declared = {p.get("name") for p in parameters if isinstance(p, dict) and p.get("in") == "path"}
+    for name in sorted(rule.arguments):
+        if name in declared:
+            continue
+        converter = type(rule._converters[name]).__name__
+        kind = "integer" if converter == "IntegerConverter" else "number" if converter == "FloatConverter" else "string"
+        parameters.append({"name": name, "in": "path", "required": True, "schema": {"type": kind}})
+    if not parameters:
+        del operation["parameters"]
 
 
 def build_spec(app: Flask) -> dict[str, Any]:
@@ -167,11 +176,11 @@ def build_spec(app: Flask) -> dict[str, Any]:
             continue
         view = app.view_functions[rule.endpoint]
         documented = load_operations_from_docstring(view.__doc__ or "")
-        args = sorted(rule.arguments)
         operations = paths.setdefault(openapi_path(rule.rule), {})
         for method in sorted((rule.methods or set()) - _IGNORED_METHODS):
             key = method.lower()
-            operation = documented.get(key) or _fallback(view, method, args)
+            operation = documented.get(key) or _fallback(view)
+            _add_path_parameters(operation, rule)
             suffix = "" if len(rule.methods or ()) <= 3 else f"_{key}"
             operation.setdefault("operationId", rule.endpoint.replace(".", "_") + suffix)
             operation.setdefault("tags", [rule.endpoint.split(".")[0].removesuffix("_api")])

@@ -144,12 +144,9 @@ def add_url(url: str, folder: str, filename: str | None) -> int:
     url = (url or "").strip()
     if not url.startswith(("https://", "http://")):
         raise InputError("give an http(s) URL of a model file or model page")
-    if folder not in MODEL_FOLDERS:
-        raise InputError(f"unknown model folder {folder!r}")
-    if filename:
-        filename = filename.strip()
-        if "/" in filename or "\\" in filename or filename.startswith("."):
-            raise InputError("a file name cannot contain / or start with .")
+    filename = (filename or "").strip()
+    if filename.startswith(".") or "/" in filename or "\\" in filename:
+        raise InputError("a file name cannot contain / or \\ or start with a dot")
     try:
         from presets.install import enqueue_url
     except ImportError as err:

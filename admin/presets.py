@@ -179,13 +179,12 @@ def install(ids: list[str]) -> list[int]:
 
 
 def remove(preset_id: str) -> list[str]:
+    """Delete the preset's files no other installed preset needs (a running download is cancelled)."""
     try:
         from presets.install import remove_preset
     except ImportError as err:
         raise Unavailable(f"removing presets is not available in this build ({err})") from None
     preset = catalog_store().current().get(preset_id)
-    if active_jobs_by_preset().get(preset.id):
-        raise Conflict(f"{preset.id} is being downloaded: cancel the download first")
     settings = current_settings()
     removed = remove_preset(settings, preset.id)
     models = settings.models_dir.resolve()

@@ -15,6 +15,7 @@ import re
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.security import generate_password_hash
 
 from services import credentials, paths
 from services.settings import Settings
@@ -33,6 +34,11 @@ def make_admin_app(settings: Settings) -> Flask:
     from admin import create_app
 
     paths.ensure_workspace(settings.workspace)
+    hash_file = settings.state_dir / credentials.PASSWORD_FILE
+    if settings.access_password and not hash_file.exists():
+        # a cheap hash keeps each test fast; ensure_credentials keeps it because it matches
+        cheap = generate_password_hash(settings.access_password.reveal(), method="pbkdf2:sha256:1000")
+        credentials.write_private(hash_file, cheap)
     credentials.ensure_credentials(settings)
     app = create_app(settings)
     app.config.update(TESTING=True, LOGIN_FAILURE_PAUSE=0)
@@ -69,3 +75,52 @@ def admin_client(admin_app: Flask, settings: Settings) -> FlaskClient:
 @pytest.fixture
 def api_headers(admin_app: Flask, settings: Settings) -> dict[str, str]:
     return {"Authorization": f"Bearer {credentials.api_token(settings).reveal()}"}
+
+
+SMALL_CATALOG = """\
+# a small catalog for admin tests
+metadata:
+  version: 0.0.1
+presets:
+  IMG_A:
+    name: Image A
+    type: image
+    description: A small image model.
+    tags: [sdxl, fast]
+    vram_gb: 8
+    files:
+      - path: loras/a.safetensors
+        url: https://example.com/a.safetensors
+        size: 1000
+  VID_B:
+    name: Video B
+    type: video
+    description: A big video model that needs a big GPU.
+    tags: [wan, t2v]
+    vram_gb: 80
+    files:
+      - path: checkpoints/b.safetensors
+        url: https://example.com/b.safetensors
+        size: 2000
+      - path: vae/shared.safetensors
+        url: https://example.com/shared.safetensors
+        size: 300
+  AUD_C:
+    name: Audio C
+    type: audio
+    description: Music from text.
+    tags: [music]
+    files:
+      - path: vae/shared.safetensors
+        url: https://example.com/shared.safetensors
+        size: 300
+"""
+
+
+@pytest.fixture
+def small_catalog(settings: Settings) -> str:
+    """Write a three-preset presets.yaml (IMG_A image 8 GB, VID_B video 80 GB, AUD_C audio; VID_B and
+    AUD_C share vae/shared.safetensors) to the test workspace; return its text."""
+    settings.presets_file.parent.mkdir(parents=True, exist_ok=True)
+    settings.presets_file.write_text(SMALL_CATALOG)
+    return SMALL_CATALOG
