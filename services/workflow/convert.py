@@ -9,6 +9,7 @@ docs/workflows.md lists the rules.
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import re
@@ -187,6 +188,42 @@ def _sendable(value: Any) -> Any:
     if isinstance(value, list):
         return {"__value__": value}
     return js_number(value)
+
+
+def _textarea(value: Any) -> str:
+    """What a textarea gives back for a value set on it: text, with CRLF and CR line ends as LF."""
+    text = "" if value is None else value if isinstance(value, str) else js_string(value)
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _annotated(value: Any, folder: str) -> str:
+    """A file name as an upload combo reports it: " [output]" added for files outside input/."""
+    if isinstance(value, dict):
+        name, subfolder = value.get("filename"), value.get("subfolder")
+        kind = value.get("type")
+        path = f"{subfolder}/{name or ''}" if subfolder else js_string(name or "")
+        return path + (_annotation(js_string(kind), folder) if kind else "")
+    text = value if isinstance(value, str) else js_string(value)
+    return text + _annotation(text, folder)
+
+
+def _annotation(path: str, folder: str) -> str:
+    if folder == "input" or re.search(r"\[(input|output|temp)\]", path, re.IGNORECASE):
+        return ""
+    return f" [{folder}]"
+
+
+def _upload_value(value: Any, widget: Widget) -> Any:
+    """The value of a combo that has an upload button (it is read through the upload widget)."""
+    folder = widget.upload_folder or "input"
+    if value in (None, "", 0, False) or value is UNSET:
+        default = widget.default
+        return "undefined" if default is UNSET else js_string(default)
+    if isinstance(value, list):
+        if widget.allow_batch:
+            return [_annotated(item, folder) for item in value]
+        return _annotated(value[0], folder) if value else _upload_value(None, widget)
+    return _annotated(value, folder)
 
 
 def format_date(pattern: str, now: datetime) -> str:
@@ -699,6 +736,12 @@ class _Workflow:
 
     def convert(self, rng: random.Random, now: datetime) -> dict[str, Any]:
         missing = self.unknown_types()
+        for node_id, class_type in missing:
+            if class_type.startswith(("workflow>", "workflow/")):
+                raise WorkflowError(
+                    f"node {node_id} is a legacy group node ({class_type}): open the workflow in ComfyUI, "
+                    "convert the group node to a subgraph and save it again"
+                )
         if missing:
             raise MissingNodesError(_group_missing(missing))
         output: dict[str, dict[str, Any]] = {}
@@ -707,8 +750,12 @@ class _Workflow:
                 continue
             inputs: dict[str, Any] = {}
             for widget, value in zip(self.widgets(node), node.values, strict=False):
+                if widget.upload_folder is not None:
+                    value = _upload_value(value, widget)
                 if not widget.send or value is UNSET:
                     continue
+                if widget.multiline:
+                    value = _textarea(value)
                 if widget.dynamic_prompts and isinstance(value, str):
                     value = dynamic_prompt(value, rng)
                 if widget.name == "filename_prefix" and node.type in SAVE_TYPES and isinstance(value, str):
@@ -759,8 +806,6 @@ def strip_meta(api: Mapping[str, Any]) -> dict[str, Any]:
     ComfyUI answers 400 "a node is missing the class_type property" (``Node ID '#_meta'``) for a
     top-level ``_meta``; it ignores each node's own ``_meta`` (the title), which stays.
     """
-    import copy
-
     if not isinstance(api, Mapping):
         raise WorkflowError("an API-format workflow must be a JSON object of nodes")
     return {

@@ -114,7 +114,8 @@ def model_folder(object_info: Mapping[str, Any], class_type: str, name: str, val
     if (class_type, name) in BY_CLASS:
         return BY_CLASS[(class_type, name)] or None
     if name in BY_NAME:
-        return BY_NAME[name]
+        vision = "clipvision" in class_type.lower().replace("_", "")
+        return "clip_vision" if vision and name.startswith("clip_name") else BY_NAME[name]
     if not value.lower().endswith(MODEL_EXTENSIONS):
         return None
     spec = spec_of(object_info, class_type, name)

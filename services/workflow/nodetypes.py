@@ -68,6 +68,9 @@ class Widget:
     send: bool = True  # sent in the prompt
     stored: bool = True  # has a place in widgets_values
     dynamic_prompts: bool = False
+    multiline: bool = False  # a textarea: its value is text with "\n" line ends
+    upload_folder: str | None = None  # a combo with an upload button: files outside input/ are annotated
+    allow_batch: bool = False
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,13 @@ def _default(spec: InputSpec) -> Any:
     return ""
 
 
+def _upload_folder(spec: InputSpec) -> str | None:
+    if spec.type != "COMBO" or not any(spec.options.get(flag) is True for flag in UPLOAD_FLAGS):
+        return None
+    folder = spec.options.get("image_folder")
+    return folder if isinstance(folder, str) else "input"
+
+
 def _widgets(spec: InputSpec) -> list[Widget]:
     """The widgets one input becomes, in order."""
     options = spec.options
@@ -179,7 +189,15 @@ def _widgets(spec: InputSpec) -> list[Widget]:
         return [Widget(spec.name, spec.type, "image", send=False)]
     if spec.type == "COMBO" and options.get("multi_select"):
         return [Widget(spec.name, "MULTISELECT", [])]
-    main = Widget(spec.name, spec.type, _default(spec), dynamic_prompts=options.get("dynamicPrompts") is True)
+    main = Widget(
+        spec.name,
+        spec.type,
+        _default(spec),
+        dynamic_prompts=options.get("dynamicPrompts") is True,
+        multiline=spec.type == "STRING" and bool(options.get("multiline")),
+        upload_folder=_upload_folder(spec),
+        allow_batch=bool(options.get("allow_batch")),
+    )
     widgets = [main]
     if spec.type == "COMBO":
         remote = options.get("remote")

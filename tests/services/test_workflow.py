@@ -191,6 +191,22 @@ def test_upload_value_after_load_image_is_not_sent(local_info: dict[str, Any]) -
     assert convert(workflow, local_info)["1"]["inputs"] == {"image": "cat.png"}
 
 
+@pytest.mark.parametrize(
+    ("kind", "values", "expected"),
+    [
+        ("LoadImage", ["cat.png", "image"], {"image": "cat.png"}),
+        ("LoadImage", [""], {"image": "example.png"}),
+        ("LoadImageOutput", ["a.png", False, "refresh", "image"], {"image": "a.png [output]", "refresh": "refresh"}),
+        ("LoadImageOutput", ["b.png [temp]"], {"image": "b.png [temp]", "refresh": "refresh"}),
+        ("CLIPTextEncode", ["one\r\ntwo\rthree"], {"text": "one\ntwo\nthree"}),
+        ("CLIPTextEncode", [12], {"text": "12"}),
+        ("Preview3D", ["model.glb", ""], {"model_file": "model.glb", "image": ""}),
+    ],
+)
+def test_frontend_widget_quirks(kind: str, values: list[Any], expected: dict, local_info: dict[str, Any]) -> None:
+    assert convert(graph(node(1, kind, values)), local_info)["1"]["inputs"] == expected
+
+
 def test_array_values_are_wrapped(local_info: dict[str, Any]) -> None:
     workflow = graph(node(1, "SaveImage", [["a", "b"]]))
     assert convert(workflow, local_info)["1"]["inputs"]["filename_prefix"] == {"__value__": ["a", "b"]}
@@ -269,6 +285,11 @@ def test_subgraph_ids_and_order(local_info: dict[str, Any]) -> None:
 def test_broken_workflows_raise_workflow_error(workflow: Any, message: str, local_info: dict[str, Any]) -> None:
     with pytest.raises(WorkflowError, match=message):
         to_api(workflow, local_info)
+
+
+def test_legacy_group_nodes_are_refused_with_a_hint(local_info: dict[str, Any]) -> None:
+    with pytest.raises(WorkflowError, match="legacy group node .*subgraph"):
+        to_api(graph(node(1, "workflow>My group")), local_info)
 
 
 def test_link_loop_is_reported(local_info: dict[str, Any]) -> None:
