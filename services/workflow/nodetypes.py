@@ -175,15 +175,13 @@ def _default(spec: InputSpec) -> Any:
     return ""
 
 
-def _upload_folder(spec: InputSpec) -> str | None:
-    if spec.type != "COMBO" or not any(spec.options.get(flag) is True for flag in UPLOAD_FLAGS):
-        return None
+def _upload_folder(spec: InputSpec) -> str:
     folder = spec.options.get("image_folder")
     return folder if isinstance(folder, str) else "input"
 
 
-def _widgets(spec: InputSpec) -> list[Widget]:
-    """The widgets one input becomes, in order."""
+def _widgets(spec: InputSpec, upload_target: bool = False) -> list[Widget]:
+    """The widgets one input becomes, in order (``upload_target``: the combo an upload button fills)."""
     options = spec.options
     if spec.type in ("IMAGEUPLOAD", "AUDIOUPLOAD"):
         return [Widget(spec.name, spec.type, "image", send=False)]
@@ -193,9 +191,9 @@ def _widgets(spec: InputSpec) -> list[Widget]:
         spec.name,
         spec.type,
         _default(spec),
-        dynamic_prompts=options.get("dynamicPrompts") is True,
+        dynamic_prompts=spec.type == "STRING" and options.get("dynamicPrompts") is True,
         multiline=spec.type == "STRING" and bool(options.get("multiline")),
-        upload_folder=_upload_folder(spec),
+        upload_folder=_upload_folder(spec) if upload_target else None,
         allow_batch=bool(options.get("allow_batch")),
     )
     widgets = [main]
@@ -235,7 +233,8 @@ def build_node_type(name: str, info: Mapping[str, Any]) -> NodeType:
         required[extra] = InputSpec(extra, kind, {})
     ordered = _ordered(required, optional, order)
 
-    widgets = [widget for spec in ordered if spec.is_widget for widget in _widgets(spec)]
+    target = upload.name if upload is not None else None
+    widgets = [widget for spec in ordered if spec.is_widget for widget in _widgets(spec, spec.name == target)]
     for extra, value, stored in EXTENSION_WIDGETS.get(name, ()):
         widgets.append(Widget(extra, "STRING", value, stored=stored))
     sockets = [Socket(spec.name, spec.type) for spec in ordered if not spec.is_widget]
