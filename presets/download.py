@@ -104,7 +104,7 @@ class DownloadOptions:
     connections: int = 8  # ranged connections for one large file
     piece_size: int = 32 * MiB  # a connection asks for this much at a time
     min_split: int = 64 * MiB  # smaller files use one stream
-    steal_min: int = 4 * MiB  # an idle connection splits a piece with at least 2x this left
+    steal_min: int = 4 * MiB  # smallest piece; an idle connection splits a piece with 2x this left
     chunk: int = 1 * MiB  # most bytes read per socket read
     checkpoint_bytes: int = 8 * MiB  # resume state written at least every this many bytes ...
     checkpoint_seconds: float = 0.5  # ... or this often
@@ -778,34 +778,62 @@ class _Piece:
 
 
 class _Plan:
-    """Which bytes are done, which pieces wait, which connection holds which piece."""
+    """Which bytes are done, which wait, which connection holds which piece.
 
-    def __init__(self, size: int | None, done: _Intervals, piece_size: int, steal_min: int) -> None:
+    Pieces are cut from the front of the missing bytes when a connection asks: at most
+    ``piece_size``, and smaller towards the end (a share of what is left), so connections
+    finish together and the in-order sha256 never lags far behind. An idle connection with
+    nothing left to cut splits the largest piece still in flight.
+    """
+
+    def __init__(self, size: int | None, done: _Intervals, piece_size: int, min_piece: int, connections: int,
+                 steal: bool) -> None:
         self.size = size
         self.done = done
         self.lock = threading.Lock()
         self.active: list[_Piece] = []
-        self.pending: deque[tuple[int, int]] = deque()
-        self.steal_min = steal_min
-        if size is None:
-            self.pending.append((0, -1))
-        else:
-            for a, b in done.gaps(size):
-                for s in range(a, b, piece_size):
-                    self.pending.append((s, min(b, s + piece_size) - 1))
+        self.pending: deque[tuple[int, int]] = deque()  # half-open gaps [a, b) not yet handed out
+        self.piece_size = piece_size
+        self.min_piece = min_piece
+        self.connections = max(1, connections)
+        self.steal = steal
+        if size is not None:
+            self.pending.extend(done.gaps(size))
+        self.unknown_size = size is None
+
+    def pieces_left(self) -> int:
+        with self.lock:
+            left = sum(b - a for a, b in self.pending)
+            return -(-left // max(1, self.min_piece))
 
     def take(self) -> _Piece | None:
         with self.lock:
-            if self.pending:
-                start, end = self.pending.popleft()
-                piece = _Piece(start, start, None if end < 0 else end)
+            if self.unknown_size:
+                self.unknown_size = False
+                piece = _Piece(0, 0, None)
                 self.active.append(piece)
                 return piece
+            if self.pending:
+                a, b = self.pending[0]
+                left = sum(y - x for x, y in self.pending)
+                want = min(self.piece_size, max(self.min_piece, left // (2 * self.connections)))
+                end = min(b, a + want)
+                if b - end < self.min_piece // 2:  # do not leave a sliver behind
+                    end = b
+                if end >= b:
+                    self.pending.popleft()
+                else:
+                    self.pending[0] = (end, b)
+                piece = _Piece(a, a, end - 1)
+                self.active.append(piece)
+                return piece
+            if not self.steal:
+                return None
             best = None
             for piece in self.active:
                 if piece.end is not None and (best is None or piece.end - piece.pos > best.end - best.pos):
                     best = piece
-            if best is not None and best.end is not None and best.end - best.pos + 1 >= 2 * self.steal_min:
+            if best is not None and best.end is not None and best.end - best.pos + 1 >= 2 * self.min_piece:
                 mid = best.pos + (best.end - best.pos + 1) // 2
                 piece = _Piece(mid, mid, best.end)
                 best.end = mid - 1
@@ -933,12 +961,11 @@ class _Transfer:
         size = remote.size
         multi = (remote.accept_ranges and size is not None and size >= self.opts.min_split
                  and self.opts.connections > 1)
-        if multi and size is not None:
-            per_connection = -(-(size - done.total()) // self.opts.connections)
-            piece_size = min(self.opts.piece_size, max(self.opts.steal_min, per_connection))
+        if multi:
+            plan = _Plan(size, done, self.opts.piece_size, self.opts.steal_min, self.opts.connections, steal=True)
         else:
-            piece_size = max(size or 1, 1)
-        plan = _Plan(size, done, piece_size, self.opts.steal_min if multi else 1 << 62)
+            whole = max(size or 1, 1)
+            plan = _Plan(size, done, whole, whole, 1, steal=False)
         expected_sha = (self.req.sha256 or remote.sha256 or "").lower() or None
         hasher = hashlib.sha256() if expected_sha else None
         if size is not None:
@@ -951,7 +978,7 @@ class _Transfer:
             if self.progress:
                 self.progress(done.total(), size)
             run = _Run(self, remote, plan, fd)
-            workers = 1 if not multi else max(1, min(self.opts.connections, len(plan.pending)))
+            workers = 1 if not multi else max(1, min(self.opts.connections, plan.pieces_left()))
             threads = [threading.Thread(target=run.worker, name=f"dl-{self.dest.name[:20]}-{i}", daemon=True)
                        for i in range(workers)]
             for thread in threads:
@@ -1009,14 +1036,22 @@ class _Transfer:
         return FetchResult(self.dest, size, digest, self.fetched)
 
 
+_HASH_BUFFERS = threading.local()
+
+
 def _hash_upto(fd: int, hasher: Any, start: int, end: int) -> int:
+    """Feed bytes [start, end) of the .part to ``hasher`` through one reused buffer."""
+    buf = getattr(_HASH_BUFFERS, "buf", None)
+    if buf is None:
+        buf = _HASH_BUFFERS.buf = bytearray(4 * MiB)
+    view = memoryview(buf)
     pos = start
     while pos < end:
-        data = os.pread(fd, min(8 * MiB, end - pos), pos)
-        if not data:
+        n = os.preadv(fd, [view[: min(len(buf), end - pos)]], pos)
+        if n <= 0:
             break
-        hasher.update(data)
-        pos += len(data)
+        hasher.update(view[:n])
+        pos += n
     return pos
 
 

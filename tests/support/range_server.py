@@ -136,7 +136,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if not head and body:
             self.wfile.write(body)
-        self.server.owner._record(record)
 
     def _serve(self, head: bool) -> None:
         owner = self.server.owner
@@ -148,6 +147,7 @@ class _Handler(BaseHTTPRequestHandler):
             range=self.headers.get("Range"), if_range=self.headers.get("If-Range"),
             authorization=self.headers.get("Authorization"), client_port=self.client_address[1],
         )
+        owner._record(record)  # logged before any answer leaves, so a client never outruns the log
         with owner.lock:
             blob = owner.blobs.get(path)
             if blob is None:
@@ -278,14 +278,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
         self.end_headers()
         if head:
-            owner._record(record)
             return
         with owner.lock:
             owner.busy += 1
         try:
             self._send_body(blob, serve, start, length, record)
         finally:
-            owner._record(record)
             with owner.lock:
                 owner.busy -= 1
         if announced is not None and announced != length:
@@ -524,3 +522,32 @@ def safetensors_blob(size: int, seed: int = 1) -> bytes:
     if body < 0:
         raise ValueError(f"{size} bytes is too small for a .safetensors file")
     return struct.pack("<Q", len(header)) + header + pseudo_random(body, seed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve one file in its own process: ``python -m tests.support.range_server FILE [--throttle B/s]``.
+
+    Prints the URL on the first line of stdout, then serves until killed (used by bench/).
+    """
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("file", type=Path)
+    parser.add_argument("--throttle", type=float, default=0, help="bytes per second per connection")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    server = RangeServer(port=args.port).start()
+    faults: dict[str, Any] = {"throttle": args.throttle} if args.throttle else {}
+    url = server.add("/" + args.file.name, args.file, **faults)
+    print(url, flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
