@@ -43,6 +43,9 @@ def render_extra_model_paths(settings: Settings) -> str:
     ]
     for folder in MODEL_FOLDERS:
         lines.append(f"    {folder}: {folder}/")
+    # custom nodes live on the volume; is_default puts this folder first, so ComfyUI-Manager
+    # installs there too (services/nodes.py links the image's nodes into it)
+    lines.append(f"    custom_nodes: {settings.custom_nodes_dir}")
     return "\n".join(lines) + "\n"
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from services import paths, programs
+from services import paths, programs, pyenv
 from services.errors import ComfyPodError
 from services.settings import Settings, process_environment
 
@@ -90,6 +90,7 @@ def prepare(settings: Settings, base_env: dict[str, str] | None = None) -> Prepa
     env = process_environment(base_env)
     env.update(settings.environment())
     env["PATH"] = os.pathsep.join([str(settings.venv_bin), settings.search_path, "/usr/sbin"])
+    env.update(pyenv.environment(settings, env))  # one interpreter, constraints, the package layer
     env["PYTHONUNBUFFERED"] = "1"
     if settings.link_supervisor_config:
         link_default_config(settings)
