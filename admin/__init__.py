@@ -22,6 +22,8 @@ from services.settings import Settings, load_settings
 
 log = logging.getLogger("comfypod.admin")
 
+MAX_BODY_BYTES = 32 * 1024 * 1024  # 413 above this (issue 11)
+
 # Area modules, each with a page blueprint ``bp`` and a JSON blueprint ``api``.
 AREAS: tuple[str, ...] = (
     "auth",
@@ -87,7 +89,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         WTF_CSRF_CHECK_DEFAULT=False,
         # The token plus SameSite=Lax is the defence; a Referer check breaks behind the pod proxy.
         WTF_CSRF_SSL_STRICT=False,
-        MAX_CONTENT_LENGTH=None,
+        # No admin upload is bigger than a 20 MB workflow: refuse larger bodies before reading them.
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
         JSON_SORT_KEYS=False,
     )
     app.jinja_env.trim_blocks = True

@@ -1,5 +1,7 @@
 """gunicorn settings for the admin (used as ``--config python:admin.gunicorn_conf``)."""
 
+from gunicorn.glogging import Logger
+
 from services.settings import load_settings
 
 _settings = load_settings()
@@ -7,7 +9,7 @@ _settings = load_settings()
 bind = f"127.0.0.1:{_settings.admin_internal_port}"
 workers = _settings.admin_workers
 worker_class = "gthread"
-threads = 8  # server-sent event streams each hold a thread
+threads = 8  # long requests (a zip being streamed, an SSE stream) each hold a thread
 timeout = 120
 graceful_timeout = 10
 keepalive = 5
@@ -16,3 +18,21 @@ errorlog = "-"
 loglevel = _settings.log_level
 proc_name = "comfypod-admin"
 forwarded_allow_ips = "127.0.0.1"
+control_socket_disable = True  # nothing uses gunicornc; no socket left in $HOME
+
+
+class QuietAccessLogger(Logger):
+    """The access log without the noise: nginx's auth_request checks, health checks, and the pages'
+    polling (successful GETs of ``/_…`` fragments) and static files. Errors and every change are logged."""
+
+    def access(self, resp, req, environ, request_time) -> None:
+        path = environ.get("PATH_INFO", "")
+        status = getattr(resp, "status_code", None) or 0
+        quiet = path in ("/_auth/verify", "/healthz") or (
+            environ.get("REQUEST_METHOD") == "GET" and ("/_" in path or path.startswith("/static/")) and status < 400
+        )
+        if not quiet:
+            super().access(resp, req, environ, request_time)
+
+
+logger_class = QuietAccessLogger

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, abort, make_response, render_template, request
+from markupsafe import Markup
 
+from admin.cache import cached, forget
 from admin.context import Conflict, InputError, Unavailable, catalog_store, current_settings, job_queue
 from admin.system import largest_vram_gb
 from services.errors import CatalogError, ComfyPodError
@@ -28,6 +30,8 @@ STATE_FILTERS = ("installed", "partial", "missing", "damaged", "not-installed")
 ACTIVE_STATES = ("queued", "probing", "running", "paused")
 JOB_ACTIONS = ("cancel", "pause", "resume", "retry")
 FINISHED_REFRESH_SECONDS = 4.0  # a job that ended this recently makes the preset list refresh
+STATUS_SECONDS = 1.0  # the status scan, and the list rendered from it, may be this old
+JOBS_SECONDS = 0.5  # the job queue as the pages show it may be this old
 
 
 @dataclass(frozen=True)
@@ -63,18 +67,44 @@ def _status_map(catalog) -> dict[str, Any]:
     return preset_status(catalog, current_settings().models_dir)
 
 
+def snapshot() -> dict[str, Any]:
+    """The catalog in force with every preset's status, counts and tags (at most STATUS_SECONDS old)."""
+    catalog = catalog_store().current()
+
+    def build() -> dict[str, Any]:
+        statuses = _status_map(catalog)
+        counts = {state: 0 for state in ("installed", "partial", "missing", "damaged")}
+        for status in statuses.values():
+            counts[status.state] = counts.get(status.state, 0) + 1
+        tags = sorted({t for p in catalog for t in p.tags}, key=str.lower)
+        return {"catalog": catalog, "statuses": statuses, "counts": counts, "tags": tags}
+
+    return cached(("presets.snapshot", id(catalog)), STATUS_SECONDS, build)
+
+
+def _active_jobs() -> list[dict[str, Any]]:
+    def build() -> list[dict[str, Any]]:
+        try:
+            return [job.to_dict() for job in job_queue().active()]
+        except Unavailable:
+            return []
+
+    return cached(("presets.active",), JOBS_SECONDS, build)
+
+
 def active_jobs_by_preset() -> dict[str, dict[str, Any]]:
-    """The newest unfinished job of each preset (as dicts), {} when the queue is unavailable."""
-    try:
-        jobs = job_queue().active()
-    except Unavailable:
-        return {}
+    """The oldest unfinished job of each preset (as dicts), {} when the queue is unavailable."""
     result: dict[str, dict[str, Any]] = {}
-    for job in jobs:
-        data = job.to_dict()
+    for data in _active_jobs():
         if data.get("preset_id") and data["preset_id"] not in result:
             result[data["preset_id"]] = data
     return result
+
+
+def changed() -> None:
+    """After an action: this worker's next answer recomputes status, jobs and the list."""
+    for key in ("presets.snapshot", "presets.active", "presets.jobs", "presets.list", "presets.page"):
+        forget(key)
 
 
 def fits(vram_needed: float | None, vram_have: float | None) -> str:
@@ -125,8 +155,8 @@ def _matches(row: dict[str, Any], filters: Filters, hits: set[str] | None) -> bo
 def catalog_view(filters: Filters) -> dict[str, Any]:
     """Everything the Presets page and ``GET /api/presets`` show."""
     store = catalog_store()
-    catalog = store.current()
-    statuses = _status_map(catalog)
+    snap = snapshot()
+    catalog, statuses = snap["catalog"], snap["statuses"]
     vram_have = largest_vram_gb()
     jobs = active_jobs_by_preset()
     hits = None
@@ -141,15 +171,11 @@ def catalog_view(filters: Filters) -> dict[str, Any]:
         row = preset_row(preset, statuses.get(preset_id), vram_have, jobs.get(preset_id))
         if _matches(row, filters, hits):
             rows.append(row)
-    counts = {state: 0 for state in ("installed", "partial", "missing", "damaged")}
-    for status in statuses.values():
-        counts[status.state] = counts.get(status.state, 0) + 1
-    tags = sorted({t for p in catalog for t in p.tags}, key=str.lower)
     return {
         "presets": rows,
         "total": len(catalog.presets),
-        "counts": counts,
-        "tags": tags,
+        "counts": snap["counts"],
+        "tags": snap["tags"],
         "vram_gb": vram_have,
         "catalog_error": store.error,
     }
@@ -175,7 +201,10 @@ def install(ids: list[str]) -> list[int]:
         raise CatalogError("; ".join(problems))
     if not presets:
         raise InputError("no preset given")
-    return list(enqueue_presets(current_settings(), [p.id for p in presets]))
+    try:
+        return list(enqueue_presets(current_settings(), [p.id for p in presets]))
+    finally:
+        changed()
 
 
 def remove(preset_id: str) -> list[str]:
@@ -186,7 +215,10 @@ def remove(preset_id: str) -> list[str]:
         raise Unavailable(f"removing presets is not available in this build ({err})") from None
     preset = catalog_store().current().get(preset_id)
     settings = current_settings()
-    removed = remove_preset(settings, preset.id)
+    try:
+        removed = remove_preset(settings, preset.id)
+    finally:
+        changed()
     models = settings.models_dir.resolve()
     return [str(p.relative_to(models)) if p.is_relative_to(models) else str(p) for p in removed]
 
@@ -195,12 +227,17 @@ def remove(preset_id: str) -> list[str]:
 
 
 def jobs_view(limit: int = 8) -> dict[str, Any]:
-    try:
-        queue = job_queue()
-        active = [j.to_dict() for j in queue.active()]
-        recent = [j.to_dict() for j in queue.jobs(limit)]
-    except Unavailable as err:
-        return {"active": [], "recent": [], "error": str(err), "just_finished": False}
+    """Unfinished jobs and the latest finished ones (at most JOBS_SECONDS old)."""
+
+    def build() -> tuple[list[dict[str, Any]], list[dict[str, Any]], str | None]:
+        try:
+            return _active_jobs(), [j.to_dict() for j in job_queue().jobs(limit)], None
+        except Unavailable as err:
+            return [], [], str(err)
+
+    active, recent, error = cached(("presets.jobs", limit), JOBS_SECONDS, build)
+    if error:
+        return {"active": [], "recent": [], "error": error, "just_finished": False}
     active_ids = {j["id"] for j in active}
     finished = [j for j in recent if j["id"] not in active_ids]
     now = time.time()
@@ -229,6 +266,7 @@ def job_action(job_id: int, action: str) -> dict[str, Any]:
         done = cancel_job(current_settings(), job_id)
     else:
         done = getattr(job_queue(), action)(job_id)
+    changed()
     if not done:
         raise Conflict(f"job {job_id} is {before['state']}: it cannot {action} now")
     return job_dict(job_id)
@@ -237,21 +275,30 @@ def job_action(job_id: int, action: str) -> dict[str, Any]:
 # ---- pages -----------------------------------------------------------------------------------
 
 
+def _rendered(kind: str, filters: Filters, template: str, **extra: Any) -> Markup:
+    """``template`` rendered for ``filters``, reused while nothing it shows has changed: same catalog
+    and status snapshot, same jobs (id, state, bytes, error), same GPU, same catalog error."""
+    snap = snapshot()
+    jobs = [*_active_jobs(), *extra.get("jobs", {}).get("recent", [])]
+    seen = tuple((j["id"], j["state"], j["bytes_done"], j["error"]) for j in jobs)
+    key = (kind, filters, id(snap), seen, largest_vram_gb(), catalog_store().error)
+    return cached(key, STATUS_SECONDS,
+                  lambda: Markup(render_template(template, view=catalog_view(filters), filters=filters, **extra)))
+
+
 @bp.get("")
 def index():
     filters = Filters.from_request()
     try:
-        view, error = catalog_view(filters), None
+        html = _rendered("presets.page", filters, "presets/_page.html", jobs=jobs_view(), error=None)
     except ComfyPodError as err:
-        view = {"presets": [], "total": 0, "counts": {}, "tags": [], "vram_gb": None, "catalog_error": None}
-        error = str(err)
-    return render_template("presets/index.html", view=view, filters=filters, error=error, jobs=jobs_view())
+        html = Markup(render_template("_error.html", message=str(err)))
+    return render_template("presets/index.html", page_html=html)
 
 
 @bp.get("/_list")
 def list_fragment():
-    filters = Filters.from_request()
-    return render_template("presets/_list.html", view=catalog_view(filters), filters=filters)
+    return _rendered("presets.list", Filters.from_request(), "presets/_list.html")
 
 
 @bp.get("/_jobs")

@@ -135,3 +135,49 @@ def test_openapi_documents_the_nodes_api(admin_app, api_headers):
     assert {"get", "post"} <= set(spec["paths"]["/api/nodes"])
     assert "delete" in spec["paths"]["/api/nodes/{name}"]
     assert spec["paths"]["/api/nodes"]["post"]["tags"] == ["nodes"]
+
+
+@pytest.mark.browser
+def test_nodes_page_in_a_browser(browser_page, make_settings, tmp_path):
+    """Install from the page, watch the job finish, see ComfyUI's verdict; screenshot nodes.png."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from tests.plugins.browser import login, screenshot
+
+    settings = make_settings(APP_DIR=str(tmp_path / "app"))
+    app = make_admin_app(settings)
+    baked = nodes.baked_dir(settings) / "ComfyUI-Manager"
+    baked.mkdir(parents=True)
+    (baked / "__init__.py").write_text("")
+    nodes.link_baked(settings)
+    (settings.custom_nodes_dir / "Broken").mkdir()
+    (settings.custom_nodes_dir / "Broken" / "requirements.txt").write_text("torch==2.4\n")
+    pyenv.state_file(settings).write_text(json.dumps({
+        "nodes": {"Broken": {"status": "refused", "message": "asks for torch==2.4, but the image pins "
+                                                             "torch==2.7.1+cu128 (constraints file)"}},
+        "versions": {"comfyui": "0.3.40", "frontend": "1.23.4", "torch": "2.7.1+cu128", "cuda": "12.8",
+                     "python": "3.12.3", "interpreter": "/app/venv/bin/python"}}))
+    (settings.logs_dir / "comfyui.log").write_text(
+        "Cannot import /workspace/custom_nodes/Broken module for custom nodes: No module named 'torch_x'\n"
+        "Import times for custom nodes:\n   0.0 seconds (IMPORT FAILED): /workspace/custom_nodes/Broken\n"
+        "   0.3 seconds: /workspace/custom_nodes/ComfyUI-Manager\n")
+    repo = tmp_path / "repos" / "ComfyUI-Hello"
+    pyenv_kit.make_node_repo(repo)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        page = browser_page
+        login(page, base, settings.access_password.reveal(), next_path="/nodes")
+        assert page.locator("#node-Broken").get_attribute("data-import") == "failed"
+        page.fill("input[name=url]", f"file://{repo}")
+        page.click("form[hx-post$='/nodes/install'] button[type=submit]")
+        page.wait_for_selector("[data-job=done]", timeout=20_000)
+        assert page.locator("#node-ComfyUI-Hello").count() == 1
+        screenshot(page, "nodes")
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
