@@ -299,8 +299,8 @@ def prepare_environment(settings: Settings) -> dict[str, Any]:
     for line in version_lines(versions):
         log.info("%s", line)
     summary["versions"] = versions
-    _update_state(settings, lambda state: state.update(
-        versions=versions, python=asdict(probe) if probe else None, checked=_now()))
+    python = {k: getattr(probe, k) for k in ("executable", "prefix", "version", "tag")} if probe else None
+    _update_state(settings, lambda state: state.update(versions=versions, python=python, checked=_now()))
     return summary
 
 
@@ -602,7 +602,10 @@ def sync_before_launch(settings: Settings) -> None:
         from services.logs import setup_logging
 
         setup_logging(settings.log_level)
-    sync_requirements(settings)
+    try:
+        sync_requirements(settings)
+    except Exception:  # ComfyUI must start even when the sync itself breaks
+        log.exception("node requirements: the sync failed; starting ComfyUI anyway")
 
 
 def _unchanged(entry: Mapping[str, Any], requirements: Path, probe: Probe, constraints_bytes: bytes) -> bool:
