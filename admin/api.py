@@ -171,6 +171,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
     )
     paths: dict[str, dict[str, Any]] = {}
+    used_ids: set[str] = set()
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         if not rule.rule.startswith("/api/"):
             continue
@@ -182,7 +183,11 @@ def build_spec(app: Flask) -> dict[str, Any]:
             operation = documented.get(key) or _fallback(view)
             _add_path_parameters(operation, rule)
             suffix = "" if len(rule.methods or ()) <= 3 else f"_{key}"
-            operation.setdefault("operationId", rule.endpoint.replace(".", "_") + suffix)
+            operation_id = operation.get("operationId") or rule.endpoint.replace(".", "_") + suffix
+            while operation_id in used_ids:  # one endpoint on two paths: ids must stay unique
+                operation_id += "_"
+            used_ids.add(operation_id)
+            operation["operationId"] = operation_id
             operation.setdefault("tags", [rule.endpoint.split(".")[0].removesuffix("_api")])
             responses = operation.setdefault("responses", {})
             responses.setdefault("401", {"description": "Not logged in, or a wrong API token"})
