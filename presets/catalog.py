@@ -551,12 +551,13 @@ def _clean(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def add_preset(path: str | os.PathLike[str], preset_id: str, data: Mapping[str, Any] | None = None) -> Catalog:
-    """Append a preset to the file. ``add_preset(path, data)`` with ``data["id"]`` works too."""
-    if data is None:
-        if not isinstance(preset_id, Mapping) or "id" not in preset_id:
-            raise CatalogError("add_preset needs an id and the preset's fields")
-        data, preset_id = preset_id, str(preset_id["id"])
+def add_preset(path: str | os.PathLike[str], data: Mapping[str, Any], preset_id: str | None = None) -> Catalog:
+    """Append a preset to the file; its id is ``preset_id`` or ``data["id"]``."""
+    if not isinstance(data, Mapping):
+        raise CatalogError("a preset must be a mapping of fields")
+    preset_id = preset_id or data.get("id")
+    if not preset_id:
+        raise CatalogError("a new preset needs an id")
     key = canonical_id(preset_id)
     path = Path(path)
 
