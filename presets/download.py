@@ -967,7 +967,6 @@ class _Transfer:
             whole = max(size or 1, 1)
             plan = _Plan(size, done, whole, whole, 1, steal=False)
         expected_sha = (self.req.sha256 or remote.sha256 or "").lower() or None
-        hasher = hashlib.sha256() if expected_sha else None
         if size is not None:
             check_free_space([(self.dest, size - done.total())], 0)
         fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o644)
@@ -977,19 +976,22 @@ class _Transfer:
             self.lock.write(self._state(remote, done))
             if self.progress:
                 self.progress(done.total(), size)
-            run = _Run(self, remote, plan, fd)
+            feed = _HashFeed(fd) if expected_sha else None
+            run = _Run(self, remote, plan, fd, feed)
             workers = 1 if not multi else max(1, min(self.opts.connections, plan.pieces_left()))
             threads = [threading.Thread(target=run.worker, name=f"dl-{self.dest.name[:20]}-{i}", daemon=True)
                        for i in range(workers)]
             for thread in threads:
                 thread.start()
-            hashed = 0
             synced = done.total()
             while any(t.is_alive() for t in threads):
-                run.wake.wait(0.2)
+                run.wake.wait(0.1)
                 run.wake.clear()
-                if hasher is not None and not run.abort.is_set():
-                    hashed = _hash_upto(fd, hasher, hashed, plan.done.prefix())
+                if feed is not None and not run.abort.is_set():
+                    with plan.lock:
+                        prefix = plan.done.prefix()
+                    if prefix - feed.pos >= 4 * MiB:
+                        feed.catch_up(prefix)
                 if run.written - synced >= self.opts.sync_bytes:
                     synced = run.written
                     os.fdatasync(fd)
@@ -1004,12 +1006,12 @@ class _Transfer:
             if plan.done.total() != size or plan.done.prefix() != size:
                 raise _Retry(f"incomplete: {plan.done.total()} of {size} bytes")
             os.ftruncate(fd, size)
-            if hasher is not None:
-                hashed = _hash_upto(fd, hasher, hashed, size)
+            if feed is not None:
+                feed.catch_up(size)
             os.fsync(fd)
         finally:
             os.close(fd)
-        return hasher
+        return feed.hasher if feed is not None else None
 
     def _finish(self, remote: Remote, hasher: Any) -> FetchResult:
         size = remote.size if remote.size is not None else self.part.stat().st_size
@@ -1037,6 +1039,33 @@ class _Transfer:
 
 
 _HASH_BUFFERS = threading.local()
+
+
+class _HashFeed:
+    """sha256 of the .part in file order, fed inline by the connection writing at the hashed
+    position (no second read) and otherwise caught up from the file by the coordinator."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.hasher = hashlib.sha256()
+        self.pos = 0
+        self.lock = threading.Lock()
+
+    def offer(self, data: bytes, offset: int) -> None:
+        """From a download thread: hash ``data`` now if it is next in line (never waits)."""
+        if offset != self.pos or not self.lock.acquire(blocking=False):
+            return
+        try:
+            if offset == self.pos:
+                self.hasher.update(data)
+                self.pos += len(data)
+        finally:
+            self.lock.release()
+
+    def catch_up(self, end: int) -> None:
+        with self.lock:
+            if self.pos < end:
+                self.pos = _hash_upto(self.fd, self.hasher, self.pos, end)
 
 
 def _hash_upto(fd: int, hasher: Any, start: int, end: int) -> int:
@@ -1071,8 +1100,9 @@ def _fsync_dir(folder: Path) -> None:
 class _Run:
     """The connections of one attempt: each takes pieces until none is left or one fails."""
 
-    def __init__(self, transfer: _Transfer, remote: Remote, plan: _Plan, fd: int) -> None:
+    def __init__(self, transfer: _Transfer, remote: Remote, plan: _Plan, fd: int, feed: _HashFeed | None) -> None:
         self.t = transfer
+        self.feed = feed
         self.remote = remote
         self.plan = plan
         self.fd = fd
@@ -1221,6 +1251,8 @@ class _Run:
                         f"({human(disk_free(self.t.dest))} free): free space and retry; the partial file is kept"
                     ) from None
                 raise DownloadError(f"cannot write {self.t.part}: {err.strerror}") from None
+            if self.feed is not None:
+                self.feed.offer(data, piece.pos)
             n = len(data)
             received += n
             self._advance(piece, n)
@@ -1243,7 +1275,6 @@ class _Run:
             t.fetched += n
         if t.progress:
             t.progress(total, self.remote.size)
-        self.wake.set()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -432,10 +432,12 @@ def run_worker(settings: Any, stop: threading.Event | None = None) -> None:
 def downloader_command(ctx: click.Context) -> None:
     """Run the model download worker (the `downloader` supervisord program)."""
     from services.cli import get_settings
+    from services.credentials import TOKEN_NAMES, effective_token
     from services.logs import settings_secrets, setup_logging
 
     settings = get_settings(ctx)
-    setup_logging(settings.log_level, settings_secrets(settings))
+    saved = [effective_token(settings, name).reveal() for name in TOKEN_NAMES]
+    setup_logging(settings.log_level, [*settings_secrets(settings), *saved])
     worker = Worker(settings)
 
     def on_signal(signum: int, frame: object) -> None:
