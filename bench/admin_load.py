@@ -7,6 +7,8 @@ so the status scan has work to do. Requests carry the API token (``Authorization
 Or point it at a running admin with --url and --token.
 
 It prints requests/s and latency percentiles (p50, p99) per endpoint. Goal: p99 under 50 ms.
+A second table, one connection at a time, shows the service time without queueing: with 50
+connections on few cores, p99 is mostly time spent waiting for a CPU.
 
     .venv/bin/python bench/admin_load.py
     .venv/bin/python bench/admin_load.py --connections 50 --duration 10 --threads 2
@@ -159,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per endpoint")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--workers", type=int, help="gunicorn workers (default: ADMIN_WORKERS, 2)")
+    parser.add_argument("--no-single", dest="single", action="store_false",
+                        help="skip the one-connection run")
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
@@ -177,9 +181,17 @@ def main(argv: list[str] | None = None) -> int:
         warm(url, token)
         print(f"wrk: {args.connections} connections, {args.duration} s per endpoint, {os.cpu_count()} CPUs\n")
         results = run_wrk(url, token, args.connections, args.duration, args.threads)
+        single = run_wrk(url, token, 1, max(2, args.duration // 2), 1) if args.single else {}
     finally:
         if admin:
             admin.stop()
+    if single:
+        print(f"{'1 connection':<14}{'req/s':>10}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}")
+        for path, r in single.items():
+            print(f"{path:<14}{r['rps']:>10.0f}{r['p50']:>10.2f}{r['p90']:>10.2f}{r['p99']:>10.2f}")
+        print()
+    load = os.getloadavg()[0]
+    print(f"{args.connections} connections (load average {load:.1f} on {os.cpu_count()} CPUs)")
     head = f"{'endpoint':<14}{'req/s':>10}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'errors':>8}"
     print(f"{head}  goal p99<{GOAL_P99_MS:g}ms")
     ok = True
