@@ -5,55 +5,37 @@ Each card refreshes itself (htmx polling); ``GET /api/dashboard`` returns the sa
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import logging
 from typing import Any
 
-from flask import Blueprint, abort, render_template, send_file
+from flask import Blueprint, render_template
 
 from admin import presets as presets_area
 from admin import services as services_area
+from admin.cache import cached
 from admin.context import current_settings
 from admin.system import snapshot
-from services.errors import PathError, ServiceError
-from services.paths import within
+from services.errors import ServiceError
+
+log = logging.getLogger("comfypod.admin.dashboard")
 
 bp = Blueprint("dashboard", __name__, url_prefix="/")
 api = Blueprint("dashboard_api", __name__, url_prefix="/api/dashboard")
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 OUTPUTS_SHOWN = 12
+OUTPUTS_SECONDS = 5.0
 
 
 def latest_outputs(limit: int = OUTPUTS_SHOWN) -> list[dict[str, Any]]:
-    """The newest files in workspace/output (top level and one folder down)."""
-    root = current_settings().output_dir
-    found: list[tuple[float, str, int]] = []
-    for folder, prefix in [(root, "")] + [(root / d, f"{d}/") for d in _subfolders(root)]:
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.name.startswith(".") or not entry.is_file():
-                continue
-            try:
-                stat = entry.stat()
-            except OSError:
-                continue
-            found.append((stat.st_mtime, prefix + entry.name, stat.st_size))
-    found.sort(reverse=True)
-    return [
-        {"path": rel, "modified": mtime, "size": size, "image": rel.lower().endswith(IMAGE_SUFFIXES)}
-        for mtime, rel, size in found[:limit]
-    ]
-
-
-def _subfolders(root: Path) -> list[str]:
+    """The newest images, videos and sounds in workspace/output (the gallery's own scan)."""
     try:
-        return [e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".")][:50]
-    except OSError:
+        from services import outputs
+    except ImportError:
+        log.warning("services.outputs is not available: Home shows no outputs")
         return []
+    settings = current_settings()
+    return cached(("dashboard.outputs", limit), OUTPUTS_SECONDS,
+                  lambda: [item.to_dict() for item in outputs.page(settings, 1, limit).items])
 
 
 @bp.get("")
@@ -64,17 +46,6 @@ def index():
 @bp.get("_outputs")
 def outputs_fragment():
     return render_template("dashboard/_outputs.html", outputs=latest_outputs())
-
-
-@bp.get("output/<path:rel>")
-def output_file(rel: str):
-    try:
-        path = within(current_settings().output_dir, rel, must_exist=True)
-    except PathError as err:
-        abort(404, description=str(err))
-    if not path.is_file():
-        abort(404, description=f"no output named {rel}")
-    return send_file(path, conditional=True, max_age=300)
 
 
 @api.get("")
@@ -104,9 +75,10 @@ def api_summary():
                       type: object
                       properties:
                         path: {type: string}
-                        modified: {type: number}
+                        name: {type: string}
+                        kind: {type: string, enum: [image, video, audio]}
                         size: {type: integer}
-                        image: {type: boolean}
+                        mtime: {type: number}
     """
     try:
         programs, error = services_area.list_programs(), None
