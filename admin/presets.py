@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, abort, make_response, render_template, request
+from flask import Blueprint, abort, make_response, render_template, request, url_for
 from markupsafe import Markup
 
 from admin.cache import cached, forget
@@ -298,7 +298,12 @@ def index():
 
 @bp.get("/_list")
 def list_fragment():
-    return _rendered("presets.list", Filters.from_request(), "presets/_list.html")
+    filters = Filters.from_request()
+    response = make_response(_rendered("presets.list", filters, "presets/_list.html"))
+    # the address bar follows the filters, so a reload or a shared link keeps them
+    query = {k: v for k, v in vars(filters).items() if v}
+    response.headers["HX-Replace-Url"] = url_for("presets.index", **query)
+    return response
 
 
 @bp.get("/_jobs")

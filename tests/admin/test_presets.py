@@ -49,8 +49,10 @@ def test_filters(admin_app, api_headers, catalog, query, ids):
 def test_page_and_list_fragment(admin_client, catalog):
     html = admin_client.get("/presets").get_data(as_text=True)
     assert 'id="preset-IMG_A"' in html and "too big for this GPU" in html and "GPU 24 GB VRAM" in html
-    fragment = admin_client.get("/presets/_list?type=audio").get_data(as_text=True)
+    response = admin_client.get("/presets/_list?type=audio&q=")
+    fragment = response.get_data(as_text=True)
     assert 'id="preset-AUD_C"' in fragment and 'id="preset-IMG_A"' not in fragment
+    assert response.headers["HX-Replace-Url"] == "/presets?type=audio"
 
 
 def test_one_preset(admin_app, api_headers, catalog):
