@@ -102,6 +102,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CODE_SERVER_INTERNAL_PORT", converters.port, "18081", "loopback port code-server listens on"),
     Variable("JUPYTER_INTERNAL_PORT", converters.port, "18888", "loopback port JupyterLab listens on"),
     Variable("SAGE_ATTENTION", _choice(*SAGE_MODES), "auto", "SageAttention: auto (only where its self-test passed), on, off"),
+    Variable("COMFYUI_HEALTH_FAILURES", _int(1, 100), "3", "failed /system_stats probes (5 s apart) before a hung ComfyUI is restarted"),
+    Variable("COMFYUI_HEALTH_GRACE", _int(0, 3600), "90", "seconds after ComfyUI starts before the health probe may restart it"),
     Variable("DOWNLOAD_CONCURRENCY", _int(1, 16), "3", "files downloaded at once"),
     Variable("DOWNLOAD_CONNECTIONS", _int(1, 32), "8", "ranged connections per large file"),
     Variable("ADMIN_WORKERS", _int(1, 16), "2", "gunicorn worker processes for the admin"),
@@ -146,6 +148,8 @@ class Settings:
     code_server_internal_port: int
     jupyter_internal_port: int
     sage_attention: str
+    comfyui_health_failures: int
+    comfyui_health_grace: int
     download_concurrency: int
     download_connections: int
     admin_workers: int
