@@ -116,9 +116,12 @@ def merge_text(user_text: str, new_text: str, base_text: str | None = None) -> M
         else:
             result.kept.append(preset_id)
     result.dropped_upstream = [pid for pid in user if pid not in new and (not have_base or pid in base)]
-    text = yamledit.set_entries(user_text, ("presets",), changes) if changes else user_text
-    if new_catalog.version:
-        text = _record_version(text, new_catalog.version)
+    edits: list[tuple[tuple[str, ...], dict[str, Any]]] = [(("presets",), changes)]
+    metadata = user_catalog.metadata
+    if new_catalog.version and metadata and "metadata" in _document_keys(user_text) and (
+            str(metadata.get("default_version", "")) != new_catalog.version):
+        edits.append((("metadata",), {"default_version": new_catalog.version}))
+    text = yamledit.apply_edits(user_text, edits)
     load_text(text, "merged catalog")  # never write what does not validate
     result.text = text
     result.changed = text != user_text
@@ -137,18 +140,12 @@ def _version_of(text: str | None) -> str | None:
     return str(value) if value is not None else None
 
 
-def _record_version(text: str, version: str) -> str:
-    """Write ``metadata.default_version`` (the default this file was last merged with)."""
-    root = read_plain(text)
-    metadata = root.get("metadata") if isinstance(root, dict) else None
-    if not isinstance(metadata, dict):
-        return text  # the state folder's copy of the base still records it
-    if str(metadata.get("default_version", "")) == str(version):
-        return text
+def _document_keys(text: str) -> list[str]:
     try:
-        return yamledit.set_entry(text, ("metadata",), "default_version", str(version))
-    except yamledit.EditError:
-        return text
+        root = read_plain(text)
+    except CatalogError:
+        return []
+    return list(root) if isinstance(root, dict) else []
 
 
 def base_path(settings: Any) -> Path:

@@ -215,10 +215,15 @@ def _block(lines: list[str], root: Any, path: Sequence[Any], key: Any, newline: 
     return [line.rstrip("\r\n") + newline for line in lines[start:end]]
 
 
-def _check(result: str, path: Sequence[Any], values: Mapping[Any, Any]) -> bool:
+def _check(result: str, edits: Sequence[tuple[tuple[Any, ...], Mapping[Any, Any]]]) -> bool:
+    """Whether ``result`` holds every edited value (a guard on the splice)."""
     try:
-        mapping = _get(parse_plain(result) if fast_available() else parse(result), path)
-        return all(_plain(mapping[k]) == _plain(v) for k, v in values.items())
+        root = parse_plain(result) if fast_available() else parse(result)
+        for path, values in edits:
+            mapping = _get(root, path)
+            if not all(_plain(mapping[k]) == _plain(v) for k, v in values.items()):
+                return False
+        return True
     except (YAMLError, KeyError, TypeError, IndexError, ValueError):
         return False
 
@@ -235,55 +240,77 @@ def set_entries(text: str, path: Sequence[Any], values: Mapping[Any, Any]) -> st
     Existing keys are changed in place (their lines replaced); new keys are appended after
     the mapping's last entry, in the order given. Everything else keeps its bytes.
     """
-    if not values:
+    return apply_edits(text, [(tuple(path), values)])
+
+
+def apply_edits(text: str, edits: Sequence[tuple[tuple[Any, ...], Mapping[Any, Any]]]) -> str:
+    """:func:`set_entries` for several mappings at once (one parse of the whole document)."""
+    edits = [(tuple(path), values) for path, values in edits if values]
+    if not edits:
         return text
     root = parse(text)
     lines = text.splitlines(keepends=True)
     newline = _newline(text)
     if lines and not lines[-1].endswith(("\n", "\r")):
         lines[-1] += newline
-    mapping = _get(root, path) if root is not None else None
-    if not isinstance(mapping, CommentedMap):
-        raise EditError(f"{'.'.join(map(str, path)) or 'the document'} is not a mapping")
     indent = _detect_indent(root, lines)
-    if not mapping or mapping.fa.flow_style():
-        for key, value in values.items():
-            _assign(mapping, key, value)
-        return _full_dump(root, text, indent)
-    spans = {key: entry_span(root, lines, path, key) for key in values if key in mapping}
-    insert_at = entry_extent(root, lines, path, list(mapping.keys())[-1])
-    for key, value in values.items():
-        _assign(mapping, key, value)
+    mappings = []
+    for path, _ in edits:
+        mapping = _get(root, path) if root is not None else None
+        if not isinstance(mapping, CommentedMap):
+            raise EditError(f"{'.'.join(map(str, path)) or 'the document'} is not a mapping")
+        mappings.append(mapping)
+    if any(not m or m.fa.flow_style() for m in mappings):
+        return _dump_with(text, edits, indent)
+    operations: list[tuple[int, int, int, list[str]]] = []  # (position, order, end, lines)
+    plans = []
+    for (path, values), mapping in zip(edits, mappings, strict=True):
+        spans = {key: entry_span(root, lines, path, key) for key in values if key in mapping}
+        insert_at = entry_extent(root, lines, path, list(mapping.keys())[-1])
+        plans.append((path, values, mapping, spans, insert_at))
     # Dump only the edited entries, nested as deep as the original: same indentation, a
     # small text to parse again.
     mini = CommentedMap()
-    holder = mini
-    for step in path:
-        holder[step] = CommentedMap()
-        holder = holder[step]
-    for key in values:
-        holder[key] = mapping[key]
-        if key in mapping.ca.items:
-            holder.ca.items[key] = mapping.ca.items[key]
+    for path, values, mapping, _, _ in plans:
+        for key, value in values.items():
+            _assign(mapping, key, value)
+        holder = mini
+        for step in path:
+            if step not in holder:
+                holder[step] = CommentedMap()
+            holder = holder[step]
+        for key in values:
+            holder[key] = mapping[key]
+            if key in mapping.ca.items:
+                holder.ca.items[key] = mapping.ca.items[key]
     dumped = _dump(mini, indent)
     dumped_root = parse(dumped)
     dumped_lines = dumped.splitlines(keepends=True)
-    blocks = {key: _block(dumped_lines, dumped_root, path, key, newline) for key in values}
-    added = [line for key in values if key not in spans for line in blocks[key]]
-    edits = sorted(((span, blocks[key]) for key, span in spans.items()), key=lambda e: e[0][0], reverse=True)
+    for path, values, _, spans, insert_at in plans:
+        blocks = {key: _block(dumped_lines, dumped_root, path, key, newline) for key in values}
+        added = [line for key in values if key not in spans for line in blocks[key]]
+        if added:
+            operations.append((insert_at, 1, insert_at, added))
+        for key, (start, end) in spans.items():
+            operations.append((start, 0, end, blocks[key]))
     out = list(lines)
-    out[insert_at:insert_at] = added
-    for (start, end), block in edits:
+    for start, _, end, block in sorted(operations, key=lambda op: (op[0], op[1]), reverse=True):
         out[start:end] = block
     result = "".join(out)
-    if not _check(result, path, values):
+    if not _check(result, edits):
         # A layout the splice cannot follow: fall back to ruamel's own round-trip dump.
-        fallback = parse(text)
-        target = _get(fallback, path)
+        result = _dump_with(text, edits, indent)
+    return result
+
+
+def _dump_with(text: str, edits: Sequence[tuple[tuple[Any, ...], Mapping[Any, Any]]],
+               indent: tuple[int, int, int]) -> str:
+    root = parse(text)
+    for path, values in edits:
+        target = _get(root, path)
         for key, value in values.items():
             _assign(target, key, value)
-        result = _full_dump(fallback, text, indent)
-    return result
+    return _full_dump(root, text, indent)
 
 
 def set_entry(text: str, path: Sequence[Any], key: Any, value: Any) -> str:

@@ -406,7 +406,7 @@ def test_random_text_only_raises_catalog_error(text: str) -> None:
     _loads_or_catalog_error(text)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_mangled_yaml_only_raises_catalog_error(data: st.DataObject) -> None:
     text = _SMALL
@@ -430,7 +430,7 @@ def test_mangled_yaml_only_raises_catalog_error(data: st.DataObject) -> None:
     _loads_or_catalog_error(text)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_structures, st.booleans())
 def test_random_structures_only_raise_catalog_error(structure, wrap: bool) -> None:
     import io
