@@ -116,6 +116,11 @@ _JOB_COLUMNS = ("id, kind, preset_id, label, state, bytes_done, bytes_total, spe
 _FILE_COLUMNS = "path, url, state, bytes_done, bytes_total, error, size, sha256, id, job_id"
 
 
+def _valid_id(job_id: object) -> bool:
+    """A job id SQLite can hold (a bigger number from a URL is simply no job; issue 11)."""
+    return isinstance(job_id, int) and 0 < job_id < 1 << 63
+
+
 def _job(row: sqlite3.Row | tuple) -> Job:
     (id_, kind, preset_id, label, state, done, total, speed, eta, error, created, updated) = row
     return Job(id=id_, kind=kind, preset_id=preset_id, label=label, state=state, bytes_done=done or 0,
@@ -227,6 +232,8 @@ class JobQueue:
         return job
 
     def job(self, job_id: int) -> Job | None:
+        if not _valid_id(job_id):
+            return None
         with self._connect() as conn:
             row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
             return self._with_files(conn, _job(row)) if row else None
@@ -275,6 +282,8 @@ class JobQueue:
 
     # -- control (admin, CLI) ------------------------------------------------------------------
     def _set_state(self, job_id: int, allowed: tuple[str, ...], state: str, file_sql: str | None = None) -> bool:
+        if not _valid_id(job_id):
+            return False
         with self._write() as conn:
             marks = ",".join("?" for _ in allowed)
             cur = conn.execute(
@@ -316,6 +325,8 @@ class JobQueue:
     def delete(self, job_id: int) -> bool:
         """Forget a finished job."""
         marks = ",".join("?" for _ in FINISHED_STATES)
+        if not _valid_id(job_id):
+            return False
         with self._write() as conn:
             cur = conn.execute(f"DELETE FROM jobs WHERE id = ? AND state IN ({marks})", (job_id, *FINISHED_STATES))
             return bool(cur.rowcount)
