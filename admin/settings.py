@@ -1,9 +1,9 @@
 """The Settings page and ``/api/settings``: SageAttention mode, presets.yaml editor, tokens, API token.
 
-The SageAttention mode chosen here is kept in ``<workspace>/config/state/sage_attention``: one
-word (``auto``, ``on`` or ``off``) and a newline. When that file exists it wins over the
-SAGE_ATTENTION variable; ComfyUI's launcher reads it at each start, so a change is applied by
-restarting the ``comfyui`` program (done here right after saving).
+The SageAttention mode chosen here is kept in ``<workspace>/config/state/sage_attention``
+(``services.launcher.SAGE_STATE_FILE``): one word (``auto``, ``on`` or ``off``) and a newline.
+When that file exists it wins over the SAGE_ATTENTION variable; the launcher reads it at each
+start of ComfyUI, so a change is applied by restarting the ``comfyui`` program (done here).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from flask import Blueprint, render_template, request
 
 from admin.context import InputError, current_settings
-from services import credentials
+from services import credentials, launcher
 from services.credentials import write_private
 from services.errors import CatalogError, ServiceError
 from services.settings import SAGE_MODES, Settings
@@ -27,7 +27,6 @@ log = logging.getLogger("comfypod.admin.settings")
 bp = Blueprint("settings", __name__, url_prefix="/settings")
 api = Blueprint("settings_api", __name__, url_prefix="/api/settings")
 
-SAGE_FILE = "sage_attention"
 TOKEN_LABELS = {"hf_token": "Hugging Face", "civitai_token": "Civitai"}
 
 
@@ -35,18 +34,13 @@ TOKEN_LABELS = {"hf_token": "Hugging Face", "civitai_token": "Civitai"}
 
 
 def sage_file(settings: Settings) -> Path:
-    return settings.state_dir / SAGE_FILE
+    return settings.state_dir / launcher.SAGE_STATE_FILE
 
 
 def sage_mode(settings: Settings) -> dict[str, str]:
-    """{"mode": auto|on|off, "source": "admin" (the state file) or "environment"}."""
-    try:
-        word = sage_file(settings).read_text().strip().lower()
-    except FileNotFoundError:
-        word = ""
-    if word in SAGE_MODES:
-        return {"mode": word, "source": "admin"}
-    return {"mode": settings.sage_attention, "source": "environment"}
+    """{"mode": auto|on|off, "source": "admin" (the state file) or "environment"}, as the launcher reads it."""
+    mode, source = launcher.sage_mode(settings)
+    return {"mode": mode, "source": "environment" if source == "SAGE_ATTENTION" else "admin"}
 
 
 def save_sage_mode(settings: Settings, mode: str, restart: bool = True) -> str:
