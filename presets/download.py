@@ -178,6 +178,10 @@ class _Retry(Exception):
         self.retry_after = retry_after
 
 
+class _Reresolve(_Retry):
+    """The final (signed) URL stopped working: resolve the original URL again."""
+
+
 class _Restart(Exception):
     """Start the file over from zero (the remote file changed, 416, 200 to a ranged request)."""
 
@@ -1160,12 +1164,15 @@ class _Run:
             try:
                 self._stream(piece)
                 return
+            except _Reresolve:
+                raise
             except _Retry as err:
                 if not self.remote.accept_ranges and piece.pos > piece.start:
                     raise _Restart(f"{err}; the server cannot resume (no range support)") from None
                 failures = 1 if piece.pos > before else failures + 1
                 if failures >= opts.max_tries:
-                    raise _Retry(f"gave up after {failures} tries: {err}") from None
+                    raise DownloadError(self.t.dl.mask(
+                        f"{self.t.dest.name}: gave up after {failures} tries: {err}")) from None
                 delay = self.t.dl.backoff(failures, err.retry_after)
                 log.info("%s: %s; retrying that range in %.1fs", self.t.dest.name, self.t.dl.mask(str(err)), delay)
                 deadline = time.monotonic() + delay
@@ -1189,7 +1196,7 @@ class _Run:
                 if status == 416:
                     raise _Restart("the server answered 416 to a resume request")
                 if status in (401, 403, 404, 410) and remote.final_url != remote.url:
-                    raise _Retry(f"HTTP {status} from {_host(final)} (signed link expired?)")
+                    raise _Reresolve(f"HTTP {status} from {_host(final)} (signed link expired?)")
                 raise self.t.dl._fail(remote.url, resp, hops)
             problem = _unexpected_type(resp.headers.get("Content-Type", ""), self.t.dest)
             if problem:
@@ -1281,9 +1288,22 @@ class _Run:
 # Module-level conveniences
 # ---------------------------------------------------------------------------------------------
 def probe(url: str, settings: Any, session: requests.Session | None = None) -> ProbeResult:
-    """Classify ``url``: ok / needs_token / gated / not_found / moved / error (no file written)."""
-    return Downloader(settings, session=session).probe(url)
+    """Classify ``url``: ok / needs_token / gated / not_found / moved / error (no file written).
+
+    Pass a ``session`` (``make_session()``) to reuse connections over many probes.
+    """
+    downloader = Downloader(settings, session=session or make_session(pool_size=4))
+    try:
+        return downloader.probe(url)
+    finally:
+        if session is None:
+            downloader.session.close()
 
 
 def fetch_file(settings: Any, req: FileRequest, **kwargs: Any) -> FetchResult:
-    return Downloader(settings).fetch(req, **kwargs)
+    """Fetch one file with a session of its own (closed afterwards)."""
+    downloader = Downloader(settings)
+    try:
+        return downloader.fetch(req, **kwargs)
+    finally:
+        downloader.session.close()

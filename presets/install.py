@@ -103,7 +103,12 @@ def url_target(settings: Any, url: str, folder: str, filename: str | None = None
     if not name:
         name = remote_name(link)
         if not name or "." not in name:  # a Civitai download id, a bare API path: ask the server
-            name = (downloader or Downloader(settings)).remote_filename(link) or ""
+            asker = downloader or Downloader(settings)
+            try:
+                name = asker.remote_filename(link) or ""
+            finally:
+                if downloader is None:
+                    asker.session.close()
     if not name or name in (".", ".."):
         raise DownloadError(f"{link}: cannot tell the file name; pass --name")
     rel = f"{rel_folder}/{PurePosixPath(name).name}"

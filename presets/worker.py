@@ -138,6 +138,7 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.queue = queue or JobQueue(settings.queue_db)
+        self._own_downloader = downloader is None
         self.downloader = downloader or Downloader(settings, options=options)
         self.concurrency = max(1, int(getattr(settings, "download_concurrency", 3)))
         self.only_jobs = only_jobs
@@ -169,6 +170,8 @@ class Worker:
         finally:
             self._shutdown()
             self.lock.release()
+            if self._own_downloader:
+                self.downloader.session.close()
 
     def _shutdown(self) -> None:
         if not self.active:

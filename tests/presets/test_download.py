@@ -366,6 +366,16 @@ def test_token_goes_to_its_host_and_never_to_a_redirect_target(dl, models, range
     assert cdn and all(r.authorization is None for r in cdn) and all(r.host.startswith("localhost") for r in cdn)
 
 
+def test_an_expired_signed_link_is_resolved_again(dl, models, range_server):
+    data = blob(2 * MiB)
+    url = range_server.add("/org/repo/resolve/main/exp.bin", data, hf=True, hf_cdn=True, cdn_expire_after=3)
+    dl.fetch(FileRequest(url, models / "exp.bin"))
+    assert (models / "exp.bin").read_bytes() == data
+    records = range_server.requests("/org/repo/resolve/main/exp.bin")
+    assert any(r.status == 403 for r in records if r.path.startswith("/_cdn"))
+    assert len([r for r in records if not r.path.startswith("/_cdn")]) >= 2  # resolved again
+
+
 def test_redirect_to_another_host_drops_the_token(dl, models, range_server):
     data = blob(10 * KiB)
     target = range_server.add("/target.bin", data)

@@ -32,6 +32,7 @@ Fault keywords of ``add`` (all optional):
     redirect_to=URL        302 to URL
     hf=True                X-Linked-Etag (sha256), X-Linked-Size, X-Repo-Commit and ETag=sha256
     hf_cdn=True            with hf: answer 302 to /_cdn/<path> on ``cdn_host`` (default localhost)
+    cdn_expire_after=N     the CDN link answers 403 once, after N CDN requests (a signed URL expiring)
     etag="..." / etag=None,  last_modified="..." / None
     disposition=NAME       Content-Disposition: attachment; filename="NAME"
     change_after=N         after N GET bodies the content changes to ``changed`` (new ETag)
@@ -164,6 +165,12 @@ class _Handler(BaseHTTPRequestHandler):
                          {"X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found"}, head)
             return
         f = blob.faults
+        if cdn and f.get("cdn_expire_after") is not None:
+            with owner.lock:
+                seen = blob.bump("cdn")
+            if seen == f["cdn_expire_after"]:
+                self._simple(record, 403, b"Request has expired\n", {}, head)
+                return
         if f.get("always_status"):
             self._simple(record, int(f["always_status"]), b"error\n", {}, head)
             return
