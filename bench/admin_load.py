@@ -13,6 +13,7 @@ connections on few cores, p99 is mostly time spent waiting for a CPU.
     .venv/bin/python bench/admin_load.py
     .venv/bin/python bench/admin_load.py --connections 50 --duration 10 --threads 2
     .venv/bin/python bench/admin_load.py --url http://127.0.0.1:18082 --token "$(cat /workspace/config/state/api_token)"
+    GUNICORN_CMD_ARGS="--threads 4" .venv/bin/python bench/admin_load.py    # try other gunicorn settings
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class Admin:
         self.dir = Path(tempfile.mkdtemp(prefix="admin-load-"))
         self.port = free_port()
         self.env = {
-            **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TZ")},
+            **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TZ", "GUNICORN_CMD_ARGS")},
             "WORKSPACE": str(self.dir / "workspace"),
             "RUN_DIR": str(self.dir / "run"),
             "APP_DIR": str(ROOT),
