@@ -320,5 +320,5 @@ def test_kill_9_during_a_multi_file_install_then_restart_completes(settings, wor
         served_after = range_server.bytes_served("/" + Path(path).name)
         # after the restart: exactly what the checkpoint lacked, plus the one-byte probe and resolve
         assert served_after <= size - checkpoint[path] + 2, (path, served_after, checkpoint[path])
-        # before the crash: what arrived after the last checkpoint is bounded (0.5 s of one stream)
-        assert served_before[path] - checkpoint[path] <= rate // 2 + 256 * KiB, (path, served_before, checkpoint)
+        # before the crash: what was sent after the last checkpoint is bounded (checkpoints every 0.5 s)
+        assert served_before[path] - checkpoint[path] <= rate + 256 * KiB, (path, served_before, checkpoint)
