@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "jupyter": ("services.programs:jupyter_command", "Run JupyterLab on loopback (a program)."),
     "code-server": ("services.programs:code_server_command", "Run code-server on loopback (a program)."),
     "sshd": ("services.programs:sshd_command", "Run sshd with keys from PUBLIC_KEY (a program)."),
+    "nginx": ("services.programs:nginx_command", "Run nginx after clearing orphaned workers (a program)."),
 }
 
 

@@ -178,6 +178,60 @@ def prepare_sshd(settings: Settings) -> Path:
     return conf
 
 
+def public_ports(settings: Settings) -> set[int]:
+    return {settings.comfyui_port, settings.admin_port, settings.code_server_port, settings.jupyter_port}
+
+
+def stale_nginx(settings: Settings) -> list[int]:
+    """Pids of nginx workers a killed master left behind on this pod's public ports.
+
+    nginx workers outlive a master killed with SIGKILL (the OOM killer, a chaos test) and keep
+    the listening sockets, so a new master can never bind them (issue 11). A worker whose parent
+    is no longer an nginx master is such an orphan.
+    """
+    import psutil
+
+    ports = public_ports(settings)
+    found: list[int] = []
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] != "nginx":
+            continue
+        try:
+            if "worker process" not in " ".join(proc.cmdline()):
+                continue
+            parent = proc.parent()
+            if parent is not None and "nginx: master" in " ".join(parent.cmdline()):
+                continue  # a live master's worker
+            # each worker holds the listening sockets it inherited (a shared socket is listed
+            # under one pid only by psutil.net_connections, so ask every process)
+            if any(c.status == psutil.CONN_LISTEN and c.laddr.port in ports for c in proc.net_connections("tcp")):
+                found.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return sorted(found)
+
+
+def clear_stale_nginx(settings: Settings, timeout: float = 5.0) -> list[int]:
+    """Kill the orphaned nginx workers holding this pod's ports; return their pids."""
+    import signal
+    import time
+
+    import psutil
+
+    pids = stale_nginx(settings)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+    deadline = time.monotonic() + timeout
+    while any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    return pids
+
+
 def _settings() -> Settings:
     from services.cli import get_settings
 
@@ -204,3 +258,13 @@ def sshd_command() -> None:
     settings = _settings()
     conf = prepare_sshd(settings)
     _exec(["sshd", "-D", "-e", "-f", str(conf)], settings)
+
+
+@click.command("nginx")
+def nginx_command() -> None:
+    """Clear nginx workers orphaned by a killed master, then run nginx in the foreground."""
+    settings = _settings()
+    cleared = clear_stale_nginx(settings)
+    if cleared:
+        click.echo(f"nginx: killed {len(cleared)} worker(s) left by a killed master: {cleared}", err=True)
+    _exec(["nginx", "-e", "stderr", "-c", str(settings.run_dir / "nginx.conf")], settings)
