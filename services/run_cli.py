@@ -9,6 +9,7 @@ a bar for the whole workflow and one for the steps of the node that is running, 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,11 @@ class TerminalProgress:
         self._tqdm = tqdm
         self.progress = progress
         self.stream = stream or sys.stderr
-        self.total = tqdm(total=100, desc="workflow", unit="%", file=stream, position=0, leave=True,
+        # a pod's terminal (docker exec, web shells) may report 0 columns: tqdm would then print nothing
+        size = shutil.get_terminal_size((100, 24))
+        self.ncols, self.nrows = min(size.columns, 120), max(size.lines, 4)
+        self.total = tqdm(total=100, desc="workflow", unit="%", file=self.stream, position=0, leave=True,
+                          ncols=self.ncols, nrows=self.nrows,
                           bar_format="{desc:<28} {percentage:3.0f}%|{bar}| {elapsed}")
         self.steps = None
         self.steps_node: str | None = None
@@ -99,7 +104,8 @@ class TerminalProgress:
                 self._close_steps()
                 self.steps_node = node.node_id
                 self.steps = self._tqdm(total=int(node.max), desc=f"  steps #{node.node_id}", unit="step",
-                                        file=self.stream, position=1, leave=False)
+                                        file=self.stream, position=1, leave=False, ncols=self.ncols,
+                                        nrows=self.nrows)
             if self.steps is not None:
                 self.steps.n = int(node.value)
                 self.steps.refresh()
