@@ -6,7 +6,7 @@ WORKSPACE   ?= $(CURDIR)/workspace
 COMFYUI_DIR ?= $(CURDIR)/.comfyui
 # the ComfyUI release the image pins too (docker/custom-nodes.lock)
 COMFYUI_REF ?= v0.8.1
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2 --durations=25
 export COMFYUI_DIR
 
 .PHONY: up test lint comfyui venv clean
