@@ -33,30 +33,19 @@ from presets.download import (
     part_path,
     sniff_error_body,
 )
+from tests.plugins.downloads import fast_options
+from tests.support.range_server import pseudo_random as blob
 
 KiB = 1024
 MiB = 1024 * KiB
 TOKEN = "hf_testtoken0123456789abcdef"
 
-FAST = DownloadOptions(
-    connections=4, piece_size=256 * KiB, min_split=1 * MiB, steal_min=64 * KiB, chunk=64 * KiB,
-    checkpoint_bytes=64 * KiB, checkpoint_seconds=0.05, connect_timeout=2.0, stall_timeout=1.0,
-    max_tries=4, backoff_base=0.01, backoff_max=0.05, retry_after_max=3.0, free_margin=0,
-)
+FAST = fast_options()
 
 
 def loopback_tokens(url: str) -> str | None:
     """The test rule: the token belongs to 127.0.0.1 only (a stand-in for huggingface.co)."""
     return TOKEN if "//127.0.0.1:" in url else None
-
-
-def blob(size: int, seed: int = 1) -> bytes:
-    out = bytearray()
-    counter = 0
-    while len(out) < size:
-        out += hashlib.sha256(f"{seed}-{counter}".encode()).digest() * 64
-        counter += 1
-    return bytes(out[:size])
 
 
 def sha(data: bytes) -> str:

@@ -21,19 +21,11 @@ from presets.queue import JobFile, JobQueue
 from presets.worker import Worker, WorkerLock
 from services.errors import DownloadError
 from tests.conftest import ROOT, base_environ
+from tests.support.range_server import pseudo_random as blob
 from tests.support.range_server import safetensors_blob
 
 KiB = 1024
 MiB = 1024 * KiB
-
-
-def blob(size: int, seed: int = 1) -> bytes:
-    out = bytearray()
-    counter = 0
-    while len(out) < size:
-        out += hashlib.sha256(f"{seed}-{counter}".encode()).digest() * 64
-        counter += 1
-    return bytes(out[:size])
 
 
 def sha(data: bytes) -> str:
