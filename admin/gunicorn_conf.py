@@ -2,6 +2,7 @@
 
 from gunicorn.glogging import Logger
 
+from services.logs import mask_text
 from services.settings import load_settings
 
 _settings = load_settings()
@@ -23,7 +24,12 @@ control_socket_disable = True  # nothing uses gunicornc; no socket left in $HOME
 
 class QuietAccessLogger(Logger):
     """The access log without the noise: nginx's auth_request checks, health checks, and the pages'
-    polling (successful GETs of ``/_…`` fragments) and static files. Errors and every change are logged."""
+    polling (successful GETs of ``/_…`` fragments) and static files. Errors and every change are logged,
+    with credentials in the request line or referrer (``?token=…``) masked (issue 11)."""
+
+    def atoms(self, resp, req, environ, request_time) -> dict:
+        values = super().atoms(resp, req, environ, request_time)
+        return {k: mask_text(v) if isinstance(v, str) else v for k, v in values.items()}
 
     def access(self, resp, req, environ, request_time) -> None:
         path = environ.get("PATH_INFO", "")

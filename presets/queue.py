@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from services.errors import DownloadError
+from services.logs import mask_text
 
 JOB_STATES = ("queued", "probing", "running", "paused", "done", "failed", "cancelled")
 ACTIVE_STATES = ("queued", "probing", "running", "paused")
@@ -76,7 +77,11 @@ class JobFile:
     job_id: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """For the admin and the CLI: a token inside the URL (``?token=…``) is masked (issue 11)."""
+        data = asdict(self)
+        data["url"] = mask_text(self.url)
+        data["error"] = mask_text(self.error) if self.error else self.error
+        return data
 
 
 @dataclass
@@ -107,6 +112,8 @@ class Job:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["files"] = [f.to_dict() for f in self.files]
+        data["error"] = mask_text(self.error) if self.error else self.error
         data["percent"] = self.percent
         return data
 
@@ -139,15 +146,25 @@ class JobQueue:
         self.db_path = Path(db_path)
         self._local = threading.local()
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        # URLs may carry a token: the file is private from its first byte, and SQLite gives the
+        # -wal and -shm files the mode of the database (issue 11)
+        # (only when it does not exist: closing any descriptor of an open database drops this
+        # process's SQLite locks on it)
+        if not self.db_path.exists():
+            try:
+                os.close(os.open(self.db_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            except OSError:
+                pass  # made meanwhile by another process, or _connect says what is wrong
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                 conn.executescript(SCHEMA)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        try:
-            os.chmod(self.db_path, 0o600)
-        except OSError:
-            pass  # a volume that ignores modes: the state folder is private anyway
+        for path in (self.db_path, Path(f"{self.db_path}-wal"), Path(f"{self.db_path}-shm")):
+            try:
+                os.chmod(path, 0o600)
+            except OSError:
+                pass  # not there, or a volume that ignores modes: the state folder is private anyway
 
     # -- plumbing ----------------------------------------------------------------------------
     @contextmanager
