@@ -2,60 +2,45 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from services.errors import ServiceError
 from services.supervisor import Supervisor
+from tests.support.supervisord import running_supervisord
 
 SLEEP = f'{sys.executable} -c "import time; print(\'hello from %(program_name)s\', flush=True); time.sleep(600)"'
+
+
+PROGRAMS = f"""
+[program:comfyui]
+command={SLEEP}
+startsecs=0
+stdout_logfile=%(here)s/comfyui.log
+[program:admin]
+command={SLEEP}
+startsecs=0
+autorestart=true
+stdout_logfile=%(here)s/admin.log
+[program:jupyter]
+command={SLEEP}
+autostart=false
+startsecs=0
+"""
+
+
+def _admin_running(client: Supervisor) -> bool:
+    return client.wait_for(["comfyui", "admin"], timeout=0.5).get("admin") == "RUNNING"
 
 
 @pytest.fixture
 def supervisord(settings, tmp_path: Path):
     sock = settings.supervisor_socket
     sock.parent.mkdir(parents=True, exist_ok=True)
-    conf = tmp_path / "supervisord.conf"
-    conf.write_text(f"""
-[unix_http_server]
-file={sock}
-[supervisord]
-nodaemon=true
-logfile={tmp_path}/supervisord.log
-pidfile={tmp_path}/supervisord.pid
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-[program:comfyui]
-command={SLEEP}
-startsecs=0
-stdout_logfile={tmp_path}/comfyui.log
-[program:admin]
-command={SLEEP}
-startsecs=0
-autorestart=true
-stdout_logfile={tmp_path}/admin.log
-[program:jupyter]
-command={SLEEP}
-autostart=false
-startsecs=0
-""")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "supervisord"), "-c", str(conf)])
-    client = Supervisor(sock)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if sock.exists() and client.wait_for(["comfyui", "admin"], timeout=0.5).get("admin") == "RUNNING":
-                break
-        except ServiceError:
-            pass
-        time.sleep(0.1)
-    yield client
-    proc.terminate()
-    proc.wait(20)
+    with running_supervisord(sock, tmp_path, PROGRAMS, ready=_admin_running) as client:
+        yield client
 
 
 def test_list_programs(admin_client, supervisord, api_headers, admin_app):

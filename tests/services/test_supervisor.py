@@ -1,6 +1,5 @@
 """The XML-RPC client against a real supervisord (a tiny config of its own)."""
 
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -9,45 +8,25 @@ import pytest
 
 from services.errors import ServiceError
 from services.supervisor import Supervisor
+from tests.support.supervisord import running_supervisord
 
-
-@pytest.fixture
-def supervisord(run_dir: Path, tmp_path: Path):
-    sock = run_dir / "s.sock"
-    conf = tmp_path / "supervisord.conf"
-    conf.write_text(f"""
-[unix_http_server]
-file={sock}
-[supervisord]
-nodaemon=true
-logfile={tmp_path}/supervisord.log
-pidfile={tmp_path}/supervisord.pid
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+PROGRAMS = f"""
 [program:sleeper]
 command={sys.executable} -c "import time; print('hello from sleeper', flush=True); time.sleep(600)"
 startsecs=0
 autorestart=true
-stdout_logfile={tmp_path}/sleeper.log
+stdout_logfile=%(here)s/sleeper.log
 [program:idle]
 command=sleep 600
 autostart=false
 startsecs=0
-""")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "supervisord"), "-c", str(conf)])
-    client = Supervisor(sock)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if sock.exists():
-            try:
-                client.states()
-                break
-            except ServiceError:
-                pass
-        time.sleep(0.1)
-    yield client
-    proc.terminate()
-    proc.wait(20)
+"""
+
+
+@pytest.fixture
+def supervisord(run_dir: Path, tmp_path: Path):
+    with running_supervisord(run_dir / "s.sock", tmp_path, PROGRAMS) as client:
+        yield client
 
 
 def test_states_start_stop_restart(supervisord):
