@@ -15,7 +15,6 @@ from admin import services as services_area
 from admin.cache import cached
 from admin.context import current_settings
 from admin.system import snapshot
-from services.errors import ServiceError
 
 log = logging.getLogger("comfypod.admin.dashboard")
 
@@ -80,10 +79,7 @@ def api_summary():
                         size: {type: integer}
                         mtime: {type: number}
     """
-    try:
-        programs, error = services_area.list_programs(), None
-    except ServiceError as err:
-        programs, error = [], str(err)
+    programs, error = services_area.programs_or_error()
     return {
         "services": programs,
         "services_error": error,

@@ -13,6 +13,7 @@ from typing import Any
 
 from flask import Blueprint, abort, make_response, render_template, request
 
+from admin.actions import attempt
 from admin.context import Conflict, InputError, Unavailable, catalog_store, current_settings
 from services.errors import ComfyPodError, PathError
 from services.paths import MODEL_FOLDERS, within
@@ -179,12 +180,11 @@ def delete_post():
 
 @bp.post("/add")
 def add_post():
-    message, error = None, None
-    try:
+    def work() -> str:
         job = add_url(request.form.get("url", ""), request.form.get("folder", ""), request.form.get("filename"))
-        message = f"Queued as job {job}: see Downloads."
-    except ComfyPodError as err:
-        error = str(err)
+        return f"Queued as job {job}: see Downloads."
+
+    message, error = attempt(work)
     response = make_response(render_template("models/_add_result.html", message=message, error=error))
     response.headers["HX-Trigger"] = "jobs-changed"
     return response

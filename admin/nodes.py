@@ -19,6 +19,7 @@ from typing import Any
 
 from flask import Blueprint, Response, render_template, request
 
+from admin.actions import attempt
 from admin.context import InputError, current_settings
 from services import nodes, pyenv
 from services.errors import ComfyPodError
@@ -176,10 +177,8 @@ def table():
 
 def _act(work: Callable[[], str | None]):
     """Run a page action; its message or error shows above the table (the table stays)."""
-    try:
-        return _table(message=work())
-    except ComfyPodError as err:
-        return _table(error=str(err))
+    message, error = attempt(work)
+    return _table(message=message, error=error)
 
 
 @bp.post("/install")

@@ -15,6 +15,7 @@ from typing import Any
 from flask import Blueprint, abort, make_response, render_template, request, url_for
 from markupsafe import Markup
 
+from admin.actions import attempt
 from admin.cache import cached, forget
 from admin.context import Conflict, InputError, Unavailable, catalog_store, current_settings, job_queue
 from admin.system import largest_vram_gb
@@ -318,33 +319,25 @@ def jobs_fragment():
 
 @bp.post("/<preset_id>/install")
 def install_post(preset_id: str):
-    message, error = None, None
-    try:
+    def work() -> str:
         ids = install([preset_id])
-        message = f"queued (job {', '.join(map(str, ids))})" if ids else "already installed"
-    except ComfyPodError as err:
-        error = str(err)
-    return _card_response(preset_id, message, error)
+        return f"queued (job {', '.join(map(str, ids))})" if ids else "already installed"
+
+    return _card_response(preset_id, *attempt(work))
 
 
 @bp.post("/<preset_id>/remove")
 def remove_post(preset_id: str):
-    message, error = None, None
-    try:
+    def work() -> str:
         removed = remove(preset_id)
-        message = f"removed {len(removed)} file{'s' if len(removed) != 1 else ''}" if removed else "nothing to remove"
-    except ComfyPodError as err:
-        error = str(err)
-    return _card_response(preset_id, message, error)
+        return f"removed {len(removed)} file{'s' if len(removed) != 1 else ''}" if removed else "nothing to remove"
+
+    return _card_response(preset_id, *attempt(work))
 
 
 @bp.post("/jobs/<int:job_id>/<action>")
 def job_post(job_id: int, action: str):
-    error = None
-    try:
-        job_action(job_id, action)
-    except ComfyPodError as err:
-        error = str(err)
+    _, error = attempt(lambda: job_action(job_id, action))
     jobs = jobs_view()
     return render_template("presets/_jobs.html", jobs=jobs, job_error=error, job_error_id=job_id,
                            compact=bool(request.args.get("compact")))

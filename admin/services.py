@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Blueprint, abort, render_template, request
 
+from admin.actions import attempt
 from admin.context import current_settings, supervisor
 from services import programs
 from services.errors import ServiceError
@@ -119,12 +120,15 @@ def tail(name: str, length: int = TAIL_BYTES) -> str:
 # ---- pages -----------------------------------------------------------------------------------
 
 
+def programs_or_error() -> tuple[list[dict[str, Any]], str | None]:
+    """The programs, or none and the one line saying why supervisord did not answer."""
+    items, error = attempt(list_programs, ServiceError)
+    return items or [], error
+
+
 @bp.get("")
 def index():
-    try:
-        items, error = list_programs(), None
-    except ServiceError as err:
-        items, error = [], str(err)
+    items, error = programs_or_error()
     names = [p["name"] for p in items]
     selected = request.args.get("log") or ("comfyui" if "comfyui" in names or not names else names[0])
     return render_template("services/index.html", selected=selected, programs=items, error=error, compact=False)
@@ -132,36 +136,24 @@ def index():
 
 @bp.get("/_table")
 def table():
-    try:
-        items, error = list_programs(), None
-    except ServiceError as err:
-        items, error = [], str(err)
+    items, error = programs_or_error()
     compact = bool(request.args.get("compact"))
     return render_template("services/_table.html", programs=items, error=error, compact=compact)
 
 
 @bp.post("/<name>/<action>")
 def act(name: str, action: str):
-    message, error = None, None
-    try:
-        message = control(name, action)
-    except ServiceError as err:
-        error = str(err)
-    try:
-        items = list_programs()
-    except ServiceError as err:
-        items, error = [], error or str(err)
+    message, error = attempt(lambda: control(name, action), ServiceError)
+    items, list_error = programs_or_error()
+    error = error or list_error
     return render_template("services/_table.html", programs=items, message=message, error=error,
                            compact=bool(request.args.get("compact")))
 
 
 @bp.get("/<name>/_log")
 def log_fragment(name: str):
-    try:
-        text, error = tail(name), None
-    except ServiceError as err:
-        text, error = "", str(err)
-    return render_template("services/_log.html", name=name, text=text, error=error)
+    text, error = attempt(lambda: tail(name), ServiceError)
+    return render_template("services/_log.html", name=name, text=text or "", error=error)
 
 
 # ---- JSON API --------------------------------------------------------------------------------

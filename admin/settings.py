@@ -15,6 +15,7 @@ from typing import Any
 
 from flask import Blueprint, render_template, request
 
+from admin.actions import attempt
 from admin.context import InputError, current_settings
 from services import credentials, launcher
 from services.credentials import write_private
@@ -177,11 +178,7 @@ def index():
 @bp.post("/sage-attention")
 def sage_post():
     settings = current_settings()
-    message, error = None, None
-    try:
-        message = save_sage_mode(settings, request.form.get("mode", ""))
-    except InputError as err:
-        error = str(err)
+    message, error = attempt(lambda: save_sage_mode(settings, request.form.get("mode", "")), InputError)
     return render_template("settings/_sage.html", sage=sage_mode(settings), sage_modes=SAGE_MODES,
                            message=message, error=error)
 
@@ -197,15 +194,11 @@ def catalog_post():
 @bp.post("/tokens")
 def tokens_post():
     settings = current_settings()
-    message, error = None, None
     values = {name: request.form.get(name) for name in TOKEN_LABELS if request.form.get(name)}
     for name in TOKEN_LABELS:
         if request.form.get(f"clear_{name}"):
             values[name] = ""
-    try:
-        message = save_tokens(settings, values)
-    except InputError as err:
-        error = str(err)
+    message, error = attempt(lambda: save_tokens(settings, values), InputError)
     return render_template("settings/_tokens.html", tokens=token_state(settings), message=message, error=error)
 
 
