@@ -86,6 +86,18 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
             "job": {"allOf": [{"$ref": "#/components/schemas/Job"}], "nullable": True},
         },
     },
+    "NodeJob": {
+        "type": "object",
+        "description": "the last custom node install or import",
+        "properties": {
+            "action": {"type": "string", "enum": ["install", "import"]},
+            "target": {"type": "string"},
+            "state": {"type": "string", "enum": ["running", "done", "failed"]},
+            "message": {"type": "string"},
+            "started": {"type": "number"},
+            "finished": {"type": "number", "nullable": True},
+        },
+    },
     "ModelFile": {
         "type": "object",
         "properties": {

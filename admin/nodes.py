@@ -263,16 +263,7 @@ def api_list():
                         path: {type: string}
                   hidden: {type: array, items: {type: string}}
                   versions: {type: object, additionalProperties: {type: string, nullable: true}}
-                  job:
-                    type: object
-                    nullable: true
-                    properties:
-                      action: {type: string, enum: [install, import]}
-                      target: {type: string}
-                      state: {type: string, enum: [running, done, failed]}
-                      message: {type: string}
-                      started: {type: number}
-                      finished: {type: number, nullable: true}
+                  job: {allOf: [{$ref: '#/components/schemas/NodeJob'}], nullable: true}
     """
     return overview(current_settings())
 
@@ -304,15 +295,7 @@ def api_install():
               schema:
                 type: object
                 properties:
-                  job:
-                    type: object
-                    properties:
-                      action: {type: string, enum: [install, import]}
-                      target: {type: string}
-                      state: {type: string, enum: [running, done, failed]}
-                      message: {type: string}
-                      started: {type: number}
-                      finished: {type: number, nullable: true}
+                  job: {$ref: '#/components/schemas/NodeJob'}
         400: {$ref: '#/components/responses/Error'}
     """
     settings = current_settings()
@@ -337,16 +320,7 @@ def api_job():
               schema:
                 type: object
                 properties:
-                  job:
-                    type: object
-                    nullable: true
-                    properties:
-                      action: {type: string, enum: [install, import]}
-                      target: {type: string}
-                      state: {type: string, enum: [running, done, failed]}
-                      message: {type: string}
-                      started: {type: number}
-                      finished: {type: number, nullable: true}
+                  job: {allOf: [{$ref: '#/components/schemas/NodeJob'}], nullable: true}
     """
     return {"job": read_job(current_settings())}
 
@@ -436,15 +410,7 @@ def api_import():
               schema:
                 type: object
                 properties:
-                  job:
-                    type: object
-                    properties:
-                      action: {type: string, enum: [install, import]}
-                      target: {type: string}
-                      state: {type: string, enum: [running, done, failed]}
-                      message: {type: string}
-                      started: {type: number}
-                      finished: {type: number, nullable: true}
+                  job: {$ref: '#/components/schemas/NodeJob'}
         400: {$ref: '#/components/responses/Error'}
     """
     settings = current_settings()
