@@ -15,6 +15,7 @@ from flask import Blueprint, abort, make_response, render_template, request
 
 from admin.actions import attempt
 from admin.context import Conflict, InputError, Unavailable, catalog_store, current_settings
+from admin.payload import json_object
 from services.errors import ComfyPodError, PathError
 from services.paths import MODEL_FOLDERS, within
 
@@ -278,7 +279,5 @@ def api_add():
                   job: {type: integer}
         400: {$ref: '#/components/responses/Error'}
     """
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise InputError("send a JSON object with url and folder")
+    body = json_object("send a JSON object with url and folder")
     return {"job": add_url(str(body.get("url", "")), str(body.get("folder", "")), body.get("filename"))}, 202

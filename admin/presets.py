@@ -18,6 +18,7 @@ from markupsafe import Markup
 from admin.actions import attempt
 from admin.cache import cached, forget
 from admin.context import Conflict, InputError, Unavailable, catalog_store, current_settings, job_queue
+from admin.payload import json_object
 from admin.system import largest_vram_gb
 from services.errors import CatalogError, ComfyPodError
 
@@ -473,10 +474,10 @@ def api_install_many():
         400: {$ref: '#/components/responses/Error'}
         422: {$ref: '#/components/responses/Error'}
     """
-    body = request.get_json(silent=True)
-    ids = body.get("ids") if isinstance(body, dict) else None
+    hint = "send {\"ids\": [\"PRESET_ID\", ...]}"
+    ids = json_object(hint).get("ids")
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        raise InputError("send {\"ids\": [\"PRESET_ID\", ...]}")
+        raise InputError(hint)
     return {"jobs": install(ids)}, 202
 
 

@@ -17,6 +17,7 @@ from flask import Blueprint, render_template, request
 
 from admin.actions import attempt
 from admin.context import InputError, current_settings
+from admin.payload import json_object
 from services import credentials, launcher
 from services.credentials import write_private
 from services.errors import CatalogError, ServiceError
@@ -284,7 +285,7 @@ def api_sage():
                   message: {type: string}
         400: {$ref: '#/components/responses/Error'}
     """
-    body = _json_body()
+    body = json_object()
     restart = body.get("restart", True) is not False
     message = save_sage_mode(current_settings(), str(body.get("mode", "")), restart=restart)
     return {"mode": sage_mode(current_settings())["mode"], "message": message}
@@ -341,7 +342,7 @@ def api_catalog_put():
             application/json:
               schema: {$ref: '#/components/schemas/CatalogCheck'}
     """
-    body = _json_body()
+    body = json_object()
     text = body.get("text")
     if not isinstance(text, str):
         raise InputError("the body needs a 'text' string")
@@ -377,7 +378,7 @@ def api_tokens():
                   tokens: {type: object}
         400: {$ref: '#/components/responses/Error'}
     """
-    body = _json_body()
+    body = json_object()
     message = save_tokens(current_settings(), {k: body.get(k) for k in TOKEN_LABELS if k in body})
     state = token_state(current_settings())
     return {"message": message, "tokens": {n: {k: v for k, v in i.items() if k != "label"} for n, i in state.items()}}
@@ -421,10 +422,3 @@ def api_token_rotate_api():
                   token: {type: string}
     """
     return {"token": credentials.rotate_api_token(current_settings()).reveal()}
-
-
-def _json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise InputError("send a JSON object body")
-    return body

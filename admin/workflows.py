@@ -17,6 +17,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, render_template, request, stream_with_context, url_for
 
 from admin.context import InputError, Unavailable, catalog_store, current_settings
+from admin.payload import json_object
 from services import library, model_check, model_presets, workflow
 from services.comfyui_client import ComfyUIClient, PromptRejected
 from services.errors import ComfyPodError, ComfyUIError, WorkflowError
@@ -319,14 +320,6 @@ def install_presets(ids: list[str]) -> list[int]:
     return list(enqueue_presets(current_settings(), ids))
 
 
-def _json_object() -> dict:
-    """The request's JSON body when it is an object (none: {}); anything else is a 400 (issue 11)."""
-    body = request.get_json(silent=True)
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        raise InputError("send a JSON object")
-    return body
 
 
 def preset_paths(ids: list[str]) -> list[str]:
@@ -464,9 +457,7 @@ def api_run():
         400:
           description: ComfyUI refused the workflow; problems lists each failing node in words
     """
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise InputError("send a JSON object")
+    body = json_object()
     if isinstance(body.get("workflow"), dict):
         data = body["workflow"]
         kind = library.detect_format(data)
@@ -611,7 +602,7 @@ def api_install_missing():
                   presets: {type: array, items: {type: string}}
                   jobs: {type: array, items: {type: integer}}
     """
-    body = _json_object()
+    body = json_object(optional=True)
     ids = body.get("presets")
     if not ids:
         source, name = _source()
@@ -643,7 +634,7 @@ def api_check_models():
             application/json:
               schema: {type: object}
     """
-    body = _json_object()
+    body = json_object(optional=True)
     paths, presets = body.get("paths") or [], body.get("presets") or []
     for name, value in (("paths", paths), ("presets", presets)):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
