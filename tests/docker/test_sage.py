@@ -193,25 +193,16 @@ def test_wheel_arch_reads_every_library(tools, tmp_path):
     }
 
 
+def build_argv(tools, tmp_path: Path, *options: str) -> list[str]:
+    """``sage build`` with the test's python, out (tmp_path/wheels) and cache, then ``options``."""
+    return ["build", "--python", tools["python"], "--out", str(tmp_path / "wheels"),
+            "--cache", str(tmp_path / "cache"), *options]
+
+
 def test_main_allow_failure_writes_the_reason(tools, tmp_path):
     out = tmp_path / "wheels"
-    argv = [
-        "build",
-        "--python",
-        tools["python"],
-        "--nvcc",
-        str(tmp_path / "no-nvcc"),
-        "--arch",
-        "9.0",
-        "--repo",
-        "r",
-        "--commit",
-        COMMIT,
-        "--out",
-        str(out),
-        "--cache",
-        str(tmp_path / "cache"),
-    ]
+    argv = build_argv(tools, tmp_path, "--nvcc", str(tmp_path / "no-nvcc"), "--arch", "9.0",
+                      "--repo", "r", "--commit", COMMIT)
     assert sage._main([*argv, "--allow-failure"]) == 0
     status = json.loads((out / "sage-build.json").read_text())
     assert status["built"] is False and "no-nvcc" in status["reason"]
@@ -220,48 +211,16 @@ def test_main_allow_failure_writes_the_reason(tools, tmp_path):
 
 def test_main_refuses_a_different_nvcc(tools, tmp_path):
     out = tmp_path / "wheels"
-    argv = [
-        "build",
-        "--python",
-        tools["python"],
-        "--nvcc",
-        tools["nvcc"],
-        "--cuda",
-        "12.6",
-        "--arch",
-        "9.0",
-        "--repo",
-        "r",
-        "--commit",
-        COMMIT,
-        "--out",
-        str(out),
-        "--cache",
-        str(tmp_path / "cache"),
-    ]
+    argv = build_argv(tools, tmp_path, "--nvcc", tools["nvcc"], "--cuda", "12.6", "--arch", "9.0",
+                      "--repo", "r", "--commit", COMMIT)
     assert sage._main(argv) == 1
     assert "nvcc here is CUDA 12.8, not 12.6" in json.loads((out / "sage-build.json").read_text())["reason"]
 
 
 def test_main_builds_with_the_table_arch_list(tools, tmp_path):
     out = tmp_path / "wheels"
-    argv = [
-        "build",
-        "--python",
-        tools["python"],
-        "--nvcc",
-        tools["nvcc"],
-        "--cuobjdump",
-        tools["cuobjdump"],
-        "--source",
-        str(tools["source"]),
-        "--out",
-        str(out),
-        "--cache",
-        str(tmp_path / "cache"),
-        "--arch",
-        "8.0 8.6 8.9 9.0",
-    ]
+    argv = build_argv(tools, tmp_path, "--nvcc", tools["nvcc"], "--cuobjdump", tools["cuobjdump"],
+                      "--source", str(tools["source"]), "--arch", "8.0 8.6 8.9 9.0")
     assert sage._main(argv) == 0
     status = json.loads((out / "sage-build.json").read_text())
     assert status["built"] is True and status["arch"] == ["8.0", "8.6", "8.9", "9.0"] and status["cuda"] == "12.8"
