@@ -6,6 +6,7 @@ and ``write_catalog`` (a presets.yaml whose files live on the range server).
     range_server.requests("/name.safetensors", method="GET")
     range_server.url("/name.safetensors", host="localhost")   # same server, another host name
     write_catalog(settings.presets_file, {"TEST": [("loras/a.safetensors", url, data), ...]})
+    put(settings.models_dir, "loras/a.safetensors", 1000)   # a sparse file of that size (import it)
 """
 
 from __future__ import annotations
@@ -53,6 +54,15 @@ def write_test_catalog(path: Path, presets: dict[str, list[tuple[str, str, bytes
 @pytest.fixture
 def write_catalog():
     return write_test_catalog
+
+
+def put(models: Path, rel: str, size: int) -> Path:
+    """A sparse file of ``size`` bytes at ``models/rel`` (an installed model file, as far as sizes go)."""
+    path = models / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.truncate(size)
+    return path
 
 
 def fast_options(**changes):

@@ -16,6 +16,7 @@ from presets.catalog import DEFAULT_PATH, load_catalog, seed_catalog
 from services.cli import cli, main
 from services.errors import CatalogError
 from services.settings import load_settings
+from tests.plugins.downloads import put
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -27,14 +28,6 @@ def settings(tmp_path: Path):
 
 def run(settings, *args: str, input: str | None = None):
     return CliRunner().invoke(cli, ["presets", *args], obj={"settings": settings}, input=input)
-
-
-def put(models: Path, rel: str, size: int) -> Path:
-    path = models / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as handle:
-        handle.truncate(size)
-    return path
 
 
 # ---- read-only commands ---------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 from presets import status as status_module
 from presets.catalog import load_text
 from presets.status import disk_usage, files_to_remove, installed_ids, preset_status
+from tests.plugins.downloads import put
 
 CATALOG = """\
 presets:
@@ -51,14 +52,6 @@ presets:
 @pytest.fixture
 def catalog():
     return load_text(CATALOG)
-
-
-def put(models: Path, rel: str, size: int) -> Path:
-    path = models / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as handle:
-        handle.truncate(size)
-    return path
 
 
 def test_states(catalog, tmp_path: Path) -> None:
