@@ -133,6 +133,22 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
+
+def _json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+COMPONENT_RESPONSES: dict[str, dict[str, Any]] = {
+    "Error": _json_response("An error with a one-line message", {"$ref": "#/components/schemas/Error"}),
+    "PresetsQueued": _json_response("Queued: the download job ids (none when already installed)", {
+        "type": "object", "properties": {"jobs": {"type": "array", "items": {"type": "integer"}}},
+    }),
+    "NodeJobStarted": _json_response("Started: poll GET /api/nodes/job for the result", {
+        "type": "object", "properties": {"job": {"$ref": "#/components/schemas/NodeJob"}},
+    }),
+}
+
+
 def openapi_path(rule: str) -> str:
     """Flask's ``/jobs/<int:job_id>`` -> OpenAPI's ``/jobs/{job_id}``."""
     return _CONVERTER.sub(r"{\1}", rule)
@@ -177,11 +193,8 @@ def build_spec(app: Flask) -> dict[str, Any]:
     spec.components.security_scheme("cookieAuth", {"type": "apiKey", "in": "cookie", "name": "comfypod_session"})
     for name, schema in COMPONENT_SCHEMAS.items():
         spec.components.schema(name, schema)
-    spec.components.response(
-        "Error",
-        {"description": "An error with a one-line message",
-         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-    )
+    for name, response in COMPONENT_RESPONSES.items():
+        spec.components.response(name, response)
     paths: dict[str, dict[str, Any]] = {}
     used_ids: set[str] = set()
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):

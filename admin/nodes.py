@@ -288,14 +288,7 @@ def api_install():
                 url: {type: string, example: "https://github.com/owner/repo@v1.0"}
                 name: {type: string, description: folder name (default the repository's)}
       responses:
-        202:
-          description: Started
-          content:
-            application/json:
-              schema:
-                type: object
-                properties:
-                  job: {$ref: '#/components/schemas/NodeJob'}
+        202: {$ref: '#/components/responses/NodeJobStarted'}
         400: {$ref: '#/components/responses/Error'}
     """
     settings = current_settings()
@@ -403,14 +396,7 @@ def api_import():
           application/json:
             schema: {type: object, description: a lock file from GET /api/nodes/export}
       responses:
-        202:
-          description: Started
-          content:
-            application/json:
-              schema:
-                type: object
-                properties:
-                  job: {$ref: '#/components/schemas/NodeJob'}
+        202: {$ref: '#/components/responses/NodeJobStarted'}
         400: {$ref: '#/components/responses/Error'}
     """
     settings = current_settings()

@@ -433,14 +433,7 @@ def api_install_one(preset_id: str):
       parameters:
       - {name: preset_id, in: path, required: true, schema: {type: string}}
       responses:
-        202:
-          description: Queued
-          content:
-            application/json:
-              schema:
-                type: object
-                properties:
-                  jobs: {type: array, items: {type: integer}}
+        202: {$ref: '#/components/responses/PresetsQueued'}
         422: {$ref: '#/components/responses/Error'}
     """
     return {"jobs": install([preset_id])}, 202
@@ -463,14 +456,7 @@ def api_install_many():
               properties:
                 ids: {type: array, items: {type: string}}
       responses:
-        202:
-          description: Queued
-          content:
-            application/json:
-              schema:
-                type: object
-                properties:
-                  jobs: {type: array, items: {type: integer}}
+        202: {$ref: '#/components/responses/PresetsQueued'}
         400: {$ref: '#/components/responses/Error'}
         422: {$ref: '#/components/responses/Error'}
     """
