@@ -9,7 +9,6 @@ it), ``.hang()``, ``.crash()``, ``.stop()``. ``fake_comfyui_factory(**env)`` sta
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,14 +21,9 @@ import requests
 from services.paths import ensure_workspace
 from services.render import extra_model_paths_file, render_extra_model_paths
 from services.settings import Settings
+from tests.support.ports import free_port
 
 FAKE_MAIN = Path(__file__).resolve().parent.parent / "support" / "fake_comfyui" / "main.py"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -113,7 +107,7 @@ def fake_comfyui_factory(make_settings):
 
     def factory(**env: str) -> FakeComfyUI:
         for _attempt in range(3):
-            settings = make_settings(COMFYUI_INTERNAL_PORT=str(_free_port()))
+            settings = make_settings(COMFYUI_INTERNAL_PORT=str(free_port()))
             try:
                 fake = start_fake_comfyui(settings, env)
             except RuntimeError as err:

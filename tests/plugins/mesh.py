@@ -4,7 +4,6 @@ fake ComfyUI, code-server stand-in) on a temporary workspace with free loopback 
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from services import credentials
 from services.settings import Settings, load_settings
 from services.supervisor import Supervisor
 from tests.conftest import base_environ
+from tests.support.ports import free_port
 
 PORT_VARIABLES = (
     "COMFYUI_PORT",
@@ -37,12 +37,6 @@ PUBLIC = {
     "code-server": "code_server_port",
     "jupyter": "jupyter_port",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -23,7 +23,8 @@ from services.comfyui_client import ComfyUIClient, Event, PromptRejected, decode
 from services.errors import ComfyUIError
 from services.settings import load_settings
 from tests.conftest import base_environ
-from tests.plugins.comfyui import FakeComfyUI, _free_port, start_fake_comfyui
+from tests.plugins.comfyui import FakeComfyUI, start_fake_comfyui
+from tests.support.ports import free_port
 
 REAL_URL = os.environ.get("COMFYUI_URL", "").rstrip("/")
 
@@ -34,7 +35,7 @@ def module_fake(tmp_path_factory, reference) -> FakeComfyUI:
 
     workspace = tmp_path_factory.mktemp("ws")
     run_dir = Path(tempfile.mkdtemp(prefix="cp-"))
-    settings = load_settings(base_environ(workspace, run_dir, COMFYUI_INTERNAL_PORT=str(_free_port())))
+    settings = load_settings(base_environ(workspace, run_dir, COMFYUI_INTERNAL_PORT=str(free_port())))
     fake = start_fake_comfyui(settings, {"FAKE_COMFYUI_STEP_DELAY": "0.05"})
     yield fake
     fake.stop()
@@ -285,7 +286,7 @@ class FakeComfyUIFactory:
     @classmethod
     def slow(cls, fake: FakeComfyUI) -> FakeComfyUI:
         if fake.url not in cls._slow or cls._slow[fake.url].process.poll() is not None:
-            settings = fake.settings.with_changes(comfyui_internal_port=_free_port())
+            settings = fake.settings.with_changes(comfyui_internal_port=free_port())
             cls._slow[fake.url] = start_fake_comfyui(settings, {"FAKE_COMFYUI_NODE_DELAY": "0.3"})
         return cls._slow[fake.url]
 
@@ -430,7 +431,7 @@ def test_events_reconnect_after_restart(fake_comfyui):
 
 
 def test_unreachable_comfyui_is_one_line():
-    client = ComfyUIClient(f"http://127.0.0.1:{_free_port()}", timeout=2)
+    client = ComfyUIClient(f"http://127.0.0.1:{free_port()}", timeout=2)
     with pytest.raises(ComfyUIError, match="not answering") as caught:
         client.queue()
     assert "\n" not in str(caught.value)
