@@ -504,7 +504,10 @@ def write_atomic(path: Path, text: str) -> None:
         mode = os.stat(path).st_mode & 0o777
     except FileNotFoundError:
         mode = 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise CatalogError(f"cannot write {path.name}: {err.strerror}; the file is unchanged") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
@@ -512,6 +515,11 @@ def write_atomic(path: Path, text: str) -> None:
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
+    except OSError as err:
+        # a full disk (ENOSPC), a read-only volume: say so in one line, keep the old file (issue 11)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise CatalogError(f"cannot write {path.name}: {err.strerror}; the file is unchanged") from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -436,7 +436,13 @@ class _LockFile:
             raw = raw.ljust(self._length, b" ")
         else:
             raw = raw.ljust(-(-len(raw) // 512) * 512, b" ")
-        os.pwrite(self.fd, raw, 0)
+        try:
+            os.pwrite(self.fd, raw, 0)
+        except OSError as err:  # a full disk must read as one, not as a crash (issue 11)
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(f"the disk is full: cannot record the progress of {self.path.name[:-5]}; "
+                                    "free space and retry") from None
+            raise DownloadError(f"cannot write {self.path}: {err.strerror}") from None
         self._length = max(self._length, len(raw))
 
     def remove(self) -> None:

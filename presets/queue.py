@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.errors import DownloadError
+from services.errors import DownloadError, WorkspaceError
 from services.logs import mask_text
 
 JOB_STATES = ("queued", "probing", "running", "paused", "done", "failed", "cancelled")
@@ -186,13 +186,22 @@ class JobQueue:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction (BEGIN IMMEDIATE: writers queue up instead of failing)."""
         with self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.OperationalError as err:
+                # "database or disk is full" and its kin: one line, not a crash (issue 11)
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if "full" in str(err):
+                    raise WorkspaceError(f"the disk of {self.db_path.parent} is full: the download queue "
+                                         "cannot be written; free space and retry") from None
+                raise DownloadError(f"the download queue {self.db_path} cannot be written: {err}") from None
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

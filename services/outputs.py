@@ -141,15 +141,16 @@ def thumbnail(settings: Settings, rel: str, size: int = THUMB_SIZE) -> Path | No
     target = thumbnails_dir(settings) / f"{key}.webp"
     if target.is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         with Image.open(path) as image:
             image.seek(0)
             frame = image.convert("RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB")
             frame.thumbnail((size, size))
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
             frame.save(tmp, "WEBP", quality=80)
     except (OSError, UnidentifiedImageError, ValueError) as err:
+        tmp.unlink(missing_ok=True)  # a full disk leaves half a file behind (issue 11)
         log.warning("no thumbnail for %s: %s", rel, err)
         return None
     os.replace(tmp, target)

@@ -317,7 +317,7 @@ def test_save_text_is_atomic_and_keeps_the_mode(tmp_path: Path, monkeypatch) -> 
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(catalog_module.os, "replace", broken_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(CatalogError, match="No space left on device; the file is unchanged"):  # issue 11
         save_text(path, COMMENTED)
     assert path.read_text() == new
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
