@@ -36,6 +36,7 @@ log = logging.getLogger("comfypod.healthprobe")
 PROGRAM = "comfyui"
 STATE_FILE = "comfyui-health.json"
 HISTORY_LIMIT = 20
+_EVENT_FIELDS = {"restart": ("restarts", "last_restart"), "crash": ("crashes", "last_crash")}  # count, last
 LOG_LINES = 20
 
 
@@ -130,6 +131,19 @@ class Probe:
         _write(health_file(self.settings), data)
         return data
 
+    def record_event(self, kind: str, reason: str, pid: int, exit_status: int | None, lines: list[str]) -> None:
+        """Count a restart or a crash; it becomes the last of its kind and joins the bounded history."""
+        count, last = _EVENT_FIELDS[kind]
+        entry = {"at": _now(), "kind": kind, "reason": reason, "pid": pid, "exit_status": exit_status,
+                 "log_tail": lines}
+
+        def change(data: dict) -> None:
+            data[count] += 1
+            data[last] = entry
+            data["history"] = (data["history"] + [entry])[-HISTORY_LIMIT:]
+
+        self.record(change)
+
     def tick(self) -> str:
         """One TICK_5: returns what happened (for logs and tests)."""
         try:
@@ -161,14 +175,7 @@ class Probe:
         log.error("restarting ComfyUI (pid %d): %s", pid, reason)
         self.restarting_pids.add(pid)
 
-        def change(data: dict) -> None:
-            data["restarts"] += 1
-            entry = {"at": _now(), "kind": "restart", "reason": reason, "pid": pid, "exit_status": None,
-                     "log_tail": lines}
-            data["last_restart"] = entry
-            data["history"] = (data["history"] + [entry])[-HISTORY_LIMIT:]
-
-        self.record(change)
+        self.record_event("restart", reason, pid, None, lines)
         try:
             self.supervisor.signal(PROGRAM, "TERM")
         except ServiceError as err:
@@ -228,14 +235,7 @@ class Probe:
         reason = f"exited unexpectedly ({how})"
         log.error("ComfyUI (pid %d) %s", pid, reason)
 
-        def change(data: dict) -> None:
-            data["crashes"] += 1
-            entry = {"at": _now(), "kind": "crash", "reason": reason, "pid": pid, "exit_status": exit_status,
-                     "log_tail": lines}
-            data["last_crash"] = entry
-            data["history"] = (data["history"] + [entry])[-HISTORY_LIMIT:]
-
-        self.record(change)
+        self.record_event("crash", reason, pid, exit_status, lines)
         return "crash recorded"
 
 
