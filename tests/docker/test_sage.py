@@ -141,18 +141,15 @@ def tools(tmp_path):
     return {"python": python, "cuobjdump": cuobjdump, "nvcc": nvcc, "source": source, "env": env_file}
 
 
+def build_kwargs(tools, tmp_path: Path, arch: tuple[str, ...]) -> dict:
+    """``sage.build`` on the stand-in tools: CUDA 12.8, out and cache under tmp_path."""
+    return dict(python=tools["python"], arch=arch, commit=COMMIT, repo="unused", cuda="12.8",
+                out=tmp_path / "out", cache=tmp_path / "cache", source=tools["source"],
+                cuobjdump=tools["cuobjdump"])
+
+
 def test_build_then_cache(tools, tmp_path):
-    kwargs = dict(
-        python=tools["python"],
-        arch=("8.0", "8.6", "8.9", "9.0"),
-        commit=COMMIT,
-        repo="unused",
-        cuda="12.8",
-        out=tmp_path / "out",
-        cache=tmp_path / "cache",
-        source=tools["source"],
-        cuobjdump=tools["cuobjdump"],
-    )
+    kwargs = build_kwargs(tools, tmp_path, ("8.0", "8.6", "8.9", "9.0"))
     first = sage.build(**kwargs)
     assert first.built and not first.cached
     assert json.loads(tools["env"].read_text()) == {
@@ -170,17 +167,7 @@ def test_build_then_cache(tools, tmp_path):
 
 def test_a_wheel_missing_an_arch_is_rejected(tools, tmp_path):
     with pytest.raises(sage.SageBuildError, match="missing 10.0 12.0"):
-        sage.build(
-            python=tools["python"],
-            arch=("8.0", "8.6", "8.9", "9.0", "10.0", "12.0"),
-            commit=COMMIT,
-            repo="unused",
-            cuda="12.8",
-            out=tmp_path / "out",
-            cache=tmp_path / "cache",
-            source=tools["source"],
-            cuobjdump=tools["cuobjdump"],
-        )
+        sage.build(**build_kwargs(tools, tmp_path, ("8.0", "8.6", "8.9", "9.0", "10.0", "12.0")))
     assert not list((tmp_path / "out").glob("*.whl"))
 
 
