@@ -372,27 +372,25 @@ class Execution:
             stack.extend(_links(self.prompt[current], self.prompt))
         return 20
 
-    async def node_SaveImage(self, node_id: str):  # noqa: N802
-        img = self.first(node_id, Img) or Img(64, 64)
-        prefix = str(self.arg(node_id, "filename_prefix", "ComfyUI"))
-        folder, subfolder, base, counter = self.save_path(self.dirs.output, prefix)
+    def save_images(self, img: Img, root: Path, prefix: str, kind: str, compress_level: int):
+        """Each image of the batch as a PNG under ``root`` (ComfyUI's names), listed as ``kind``."""
+        folder, subfolder, base, counter = self.save_path(root, prefix)
         images = []
         for i in range(img.batch):
             name = f"{base}_{counter + i:05}_.png"
-            render(img, i).save(folder / name, pnginfo=self.png_info(), compress_level=4)
-            images.append({"filename": name, "subfolder": subfolder, "type": "output"})
+            render(img, i).save(folder / name, pnginfo=self.png_info(), compress_level=compress_level)
+            images.append({"filename": name, "subfolder": subfolder, "type": kind})
         return [], {"images": images}
+
+    async def node_SaveImage(self, node_id: str):  # noqa: N802
+        img = self.first(node_id, Img) or Img(64, 64)
+        prefix = str(self.arg(node_id, "filename_prefix", "ComfyUI"))
+        return self.save_images(img, self.dirs.output, prefix, "output", 4)
 
     async def node_PreviewImage(self, node_id: str):  # noqa: N802
         img = self.first(node_id, Img) or Img(64, 64)
         self.dirs.temp.mkdir(parents=True, exist_ok=True)
-        folder, subfolder, base, counter = self.save_path(self.dirs.temp, f"ComfyUI_temp_{PREVIEW_SUFFIX}")
-        images = []
-        for i in range(img.batch):
-            name = f"{base}_{counter + i:05}_.png"
-            render(img, i).save(folder / name, pnginfo=self.png_info(), compress_level=1)
-            images.append({"filename": name, "subfolder": subfolder, "type": "temp"})
-        return [], {"images": images}
+        return self.save_images(img, self.dirs.temp, f"ComfyUI_temp_{PREVIEW_SUFFIX}", "temp", 1)
 
     async def node_SaveImageWebsocket(self, node_id: str):  # noqa: N802
         img = self.first(node_id, Img) or Img(64, 64)
