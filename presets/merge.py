@@ -22,6 +22,7 @@ from typing import Any
 
 from presets import yamledit
 from presets.catalog import DEFAULT_PATH, _locked, _read, load_text, read_plain, write_atomic
+from presets.validate import CatalogValidationError
 from services.errors import CatalogError
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class MergeResult:
     kept: list[str] = field(default_factory=list)
     deleted_by_user: list[str] = field(default_factory=list)
     dropped_upstream: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)  # left out: they clash with the user's presets
     from_version: str | None = None
     to_version: str | None = None
 
@@ -53,6 +55,7 @@ class MergeResult:
             ("kept your edits (changed upstream too)", self.kept),
             ("left out (you had removed them)", self.deleted_by_user),
             ("no longer in the default (kept in your file)", self.dropped_upstream),
+            ("left out (they share a file path with your presets but differ)", self.conflicts),
         ):
             if ids:
                 lines.append(f"  {label}: {', '.join(ids)}")
@@ -68,6 +71,7 @@ class MergeResult:
             "kept": self.kept,
             "deleted_by_user": self.deleted_by_user,
             "dropped_upstream": self.dropped_upstream,
+            "conflicts": self.conflicts,
         }
 
 
@@ -121,11 +125,38 @@ def merge_text(user_text: str, new_text: str, base_text: str | None = None) -> M
     if new_catalog.version and metadata and "metadata" in _document_keys(user_text) and (
             str(metadata.get("default_version", "")) != new_catalog.version):
         edits.append((("metadata",), {"default_version": new_catalog.version}))
-    text = yamledit.apply_edits(user_text, edits)
-    load_text(text, "merged catalog")  # never write what does not validate
+    while True:
+        text = yamledit.apply_edits(user_text, edits)
+        try:
+            load_text(text, "merged catalog")  # never write what does not validate
+            break
+        except CatalogValidationError as err:
+            # a new or updated preset that clashes with one the user kept (the same file path
+            # with another URL or size, as in catalogs of earlier images) is left out, reported,
+            # and everything else is still merged (issue 11)
+            culprits = _clashing(err, changes)
+            if not culprits:
+                raise
+            for preset_id in culprits:
+                changes.pop(preset_id)
+                for bucket in (result.added, result.updated):
+                    if preset_id in bucket:
+                        bucket.remove(preset_id)
+                result.conflicts.append(preset_id)
     result.text = text
     result.changed = text != user_text
     return result
+
+
+def _clashing(err: CatalogValidationError, changes: dict[str, Any]) -> set[str]:
+    """The presets being merged in that a validation error names (as subject or as 'also in')."""
+    found: set[str] = set()
+    for issue in err.issues:
+        if not issue.is_error:
+            continue
+        named = {issue.preset, *re.findall(r"also in ([A-Z0-9_]+)", issue.message)}
+        found |= {pid for pid in named if pid in changes}
+    return found
 
 
 def _version_of(text: str | None) -> str | None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import click
 
 from services.errors import ComfyUIError
-from services.render import extra_model_paths_file
+from services.render import extra_model_paths_file, user_extra_model_paths_file
 from services.settings import SAGE_MODES, Settings
 
 log = logging.getLogger("comfypod.comfyui")
@@ -87,6 +87,12 @@ def attention_choice(settings: Settings) -> AttentionChoice:
     return AttentionChoice(flags, mode, source, reason)
 
 
+def _user_model_paths(settings: Settings) -> list[str]:
+    """The user's own extra_model_paths.yaml, kept beside ComfyPod's (services.render)."""
+    user = user_extra_model_paths_file(settings)
+    return ["--extra-model-paths-config", str(user)] if user.is_file() else []
+
+
 def comfyui_argv(settings: Settings, extra_flags: list[str] | None = None) -> list[str]:
     """ComfyUI's full command line: loopback only, workspace folders, then COMFYUI_ARGS."""
     return [
@@ -98,6 +104,7 @@ def comfyui_argv(settings: Settings, extra_flags: list[str] | None = None) -> li
         str(settings.comfyui_internal_port),
         "--extra-model-paths-config",
         str(extra_model_paths_file(settings)),
+        *_user_model_paths(settings),
         "--output-directory",
         str(settings.output_dir),
         "--input-directory",
