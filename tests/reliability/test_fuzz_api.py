@@ -24,7 +24,7 @@ from services import credentials
 from tests.plugins.admin import SMALL_CATALOG, make_admin_app
 
 TESTS = Path(__file__).resolve().parents[1]
-EXAMPLES = 12  # per operation and mode: ~50 operations x 2 modes stay well under a minute
+EXAMPLES = 25  # per operation and mode: ~45 operations x 2 modes stay well under a minute
 SLOW_SECONDS = 10.0  # one call taking longer is a hang
 # Operations that would end the run itself (a new token) or start real work outside the test
 # (git clones of custom nodes); each is covered by its own area's tests.
