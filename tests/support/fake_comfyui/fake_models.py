@@ -74,8 +74,9 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".
 class ModelFolders:
     """folder name -> list of directories, from ComfyUI's defaults plus the extra config."""
 
-    def __init__(self, base: Path, configs: list[Path]) -> None:
+    def __init__(self, base: Path, configs: list[Path], stock: dict[str, list[str]] | None = None) -> None:
         self.paths: dict[str, list[Path]] = {name: [] for name in RECORDED_FOLDERS}
+        self.stock = stock or {}  # files ComfyUI ships in its own models/<folder> (configs/*.yaml)
         for name in RECORDED_FOLDERS:
             self.paths[name].append(base / "models" / name)
         self.paths["text_encoders"].append(base / "models" / "clip")
@@ -113,7 +114,7 @@ class ModelFolders:
     def files(self, folder: str) -> list[str]:
         """Relative file names (posix, sorted) in every directory of ``folder``."""
         extensions = FOLDER_EXTENSIONS.get(folder, MODEL_EXTENSIONS)
-        found: set[str] = set()
+        found: set[str] = set(self.stock.get(folder, []))
         for root in self.paths.get(folder, []):
             if not root.is_dir():
                 continue
@@ -138,6 +139,11 @@ class ModelFolders:
 
 def load_object_info() -> dict:
     return json.loads((HERE / "object_info.json").read_text())
+
+
+def stock_files(recorded: dict) -> dict[str, list[str]]:
+    """Files a stock ComfyUI has in its own model folders: the recorded configs/*.yaml."""
+    return {"configs": list(recorded["CheckpointLoader"]["input"]["required"]["config_name"][0])}
 
 
 def combo_options(config: list) -> list | None:

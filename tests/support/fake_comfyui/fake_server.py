@@ -21,7 +21,7 @@ from pathlib import Path
 
 from aiohttp import WSMsgType, web
 from fake_execution import Dirs, Execution, Timing
-from fake_models import ModelFolders, filled_object_info, load_object_info
+from fake_models import ModelFolders, filled_object_info, load_object_info, stock_files
 from fake_validation import PromptRejected, validate_prompt
 from PIL import Image
 
@@ -99,7 +99,8 @@ class FakeComfyUI:
     def __init__(self, args, argv: list[str]) -> None:
         base = HERE
         configs = [Path(p) for group in (args.extra_model_paths_config or []) for p in group]
-        self.folders = ModelFolders(base, configs)
+        self.recorded = load_object_info()
+        self.folders = ModelFolders(base, configs, stock_files(self.recorded))
         temp = Path(args.temp_directory or Path(os.environ.get("TMPDIR", "/tmp")) / f"fake-comfyui-temp-{os.getpid()}")
         self.dirs = Dirs(output=Path(args.output_directory or base / "output").resolve(),
                          input=Path(args.input_directory or base / "input").resolve(),
@@ -109,7 +110,6 @@ class FakeComfyUI:
         self.timing = Timing(step_delay=float(os.environ.get("FAKE_COMFYUI_STEP_DELAY", "0.02")),
                              node_delay=float(os.environ.get("FAKE_COMFYUI_NODE_DELAY", "0")))
         self.argv = argv
-        self.recorded = load_object_info()
         self.sockets: dict[str, web.WebSocketResponse] = {}
         self.socket_flags: dict[str, dict] = {}
         self.queue = PromptQueue(self.queue_updated)
@@ -222,9 +222,10 @@ class FakeComfyUI:
                         await self.send("feature_flags", SERVER_FEATURES, sid)
                     first = False
         finally:
-            if self.sockets.get(sid) is ws:
-                self.sockets.pop(sid, None)
-                self.socket_flags.pop(sid, None)
+            # As ComfyUI does: unconditionally, so an older socket with this clientId that closes
+            # after a newer one connected leaves the newer one registered nowhere (it hears nothing).
+            self.sockets.pop(sid, None)
+            self.socket_flags.pop(sid, None)
         return ws
 
     async def get_prompt(self, request: web.Request) -> web.Response:
@@ -312,8 +313,8 @@ class FakeComfyUI:
             self.history.pop(prompt_id, None)
         return web.Response(status=200)
 
-    def _base_dir(self, kind: str) -> Path:
-        return {"input": self.dirs.input, "temp": self.dirs.temp}.get(kind, self.dirs.output)
+    def _base_dir(self, kind: str) -> Path | None:
+        return {"input": self.dirs.input, "temp": self.dirs.temp, "output": self.dirs.output}.get(kind)
 
     async def view(self, request: web.Request) -> web.StreamResponse:
         query = request.rel_url.query
@@ -323,6 +324,8 @@ class FakeComfyUI:
         if filename[0] == "/" or ".." in filename:
             return web.Response(status=400)
         base = self._base_dir(query.get("type", "output"))
+        if base is None:
+            return web.Response(status=400)
         folder = os.path.abspath(os.path.join(base, os.path.normpath(query.get("subfolder", ""))))
         if os.path.commonpath([folder, str(base)]) != str(base):
             return web.Response(status=403)
@@ -356,13 +359,15 @@ class FakeComfyUI:
             return web.Response(status=400)
         kind = str(post.get("type") or "input")
         base = self._base_dir(kind)
+        if base is None:  # ComfyUI fails on an unknown type with aiohttp's 500
+            return web.Response(status=500, text="500 Internal Server Error\n\nServer got itself in trouble")
         subfolder = str(post.get("subfolder") or "")
         folder = os.path.abspath(os.path.join(base, os.path.normpath(subfolder)))
-        if os.path.commonpath([str(base), folder]) != str(base):
+        filename = image.filename  # not reduced to its base name: "../x.png" is refused, as ComfyUI does
+        if os.path.commonpath([str(base), os.path.abspath(os.path.join(folder, filename))]) != str(base):
             return web.Response(status=400)
         os.makedirs(folder, exist_ok=True)
         data = image.file.read()
-        filename = os.path.basename(image.filename)
         overwrite = str(post.get("overwrite") or "").lower() in ("true", "1")
         stem, ext = os.path.splitext(filename)
         path = os.path.join(folder, filename)
