@@ -4,8 +4,13 @@ ComfyUI sends a prompt's events only to the websocket whose clientId matches the
 client_id, so the admin gives every run its own client id (``run_client_id``) and a viewer opens
 the socket with it. The socket is opened first, then /history and /queue give the state so far;
 events follow. ComfyUI re-sends the running node on connect and every ``progress_state`` carries
-the whole node map, so a late viewer catches up. A /history poll while idle is the safety net
-for a socket taken over by another viewer, and a restart of ComfyUI is survived by reconnecting.
+the whole node map, so a late viewer catches up. A restart of ComfyUI is survived by reconnecting.
+
+One clientId holds one socket in ComfyUI: a newer socket replaces an older one, and when the older
+one closes ComfyUI forgets the clientId altogether, so the newer socket hears nothing more (a second
+tab, or a browser reconnecting its event stream, does exactly that). So while the run is live and
+the socket has been quiet for ``idle_poll`` seconds, the watch asks /history and /queue and opens its
+socket again, which registers it anew (ComfyUI then re-sends the running node).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
-from services.comfyui_client import ComfyUIClient
+from services.comfyui_client import ComfyUIClient, Event
 from services.errors import ComfyUIError
 from services.run_progress import RunProgress, nodes_to_run
 
@@ -47,10 +52,15 @@ def watch(base_url: str, prompt_id: str, *, stop: Callable[[], bool] = lambda: F
     """
     client = ComfyUIClient(base_url, client_id=run_client_id(prompt_id), timeout=10)
     deadline = time.monotonic() + timeout
-    events = client.events(stop=lambda: stop() or time.monotonic() > deadline, ticks=True)
+
+    def open_socket() -> Iterator[Event]:
+        stream = client.events(stop=lambda: stop() or time.monotonic() > deadline, ticks=True)
+        next(stream)  # the greeting (or a tick): the socket is open
+        return stream
+
+    events: Iterator[Event] | None = None
     try:
-        first = next(events)  # the greeting (or a tick): the socket is open
-        del first
+        events = open_socket()
         progress = snapshot(client, prompt_id)
         if progress is None:
             yield {"prompt_id": prompt_id, "status": "unknown", "percent": 0, "nodes": [],
@@ -60,7 +70,10 @@ def watch(base_url: str, prompt_id: str, *, stop: Callable[[], bool] = lambda: F
         if progress.finished:
             return
         last_change = time.monotonic()
-        for event in events:
+        while True:
+            event = next(events, None)
+            if event is None:
+                return
             if event.type == "reconnected":
                 fresh = snapshot(client, prompt_id)
                 if fresh is None:
@@ -83,6 +96,10 @@ def watch(base_url: str, prompt_id: str, *, stop: Callable[[], bool] = lambda: F
                     if fresh is not None and fresh.finished:
                         yield fresh.to_dict()
                         return
+                    if fresh is not None:  # running or waiting, and quiet: perhaps deaf (see above)
+                        events.close()
+                        events = None
+                        events = open_socket()
                 continue
             last_change = time.monotonic()
             yield progress.to_dict()
@@ -96,4 +113,5 @@ def watch(base_url: str, prompt_id: str, *, stop: Callable[[], bool] = lambda: F
     except ComfyUIError as err:
         yield {"prompt_id": prompt_id, "status": "unknown", "percent": 0, "nodes": [], "error": str(err)}
     finally:
-        events.close()
+        if events is not None:
+            events.close()

@@ -73,3 +73,27 @@ def test_queued_prompt_reports_its_position(fake_comfyui_factory):
     client.interrupt(first)
     states = [s for s in watch(fake.url, second) if s is not None]
     assert states[-1]["status"] == "success"
+
+
+def test_viewer_made_deaf_by_an_older_socket_closing_keeps_following(fake_comfyui_factory):
+    """ComfyUI (and the fake) forget a clientId when its older socket closes after a newer one opened."""
+    import uuid
+
+    import websocket
+
+    fake = fake_comfyui_factory(FAKE_COMFYUI_STEP_DELAY="0.05")
+    (fake.settings.models_dir / "checkpoints" / "tiny.safetensors").write_bytes(b"\0" * 8)
+    prompt_id = str(uuid.uuid4())
+    older = websocket.create_connection(f"{fake.ws_url}?clientId={run_client_id(prompt_id)}", timeout=5)
+    try:
+        ComfyUIClient(fake.url).queue_prompt(sampler_prompt(60), prompt_id=prompt_id,
+                                             client_id=run_client_id(prompt_id))
+        viewer = watch(fake.url, prompt_id, idle_poll=0.3)
+        first = next(s for s in viewer if s is not None)  # the viewer's socket now holds the clientId
+        assert first["status"] == "running"
+    finally:
+        older.close()  # and now ComfyUI forgets it
+    states = [s for s in viewer if s is not None]
+    live = [s["percent"] for s in states if s["status"] == "running"]
+    assert len(live) >= 3 and live[-1] > first["percent"]  # progress kept coming, not only the final poll
+    assert states[-1]["status"] == "success" and states[-1]["percent"] == 100
