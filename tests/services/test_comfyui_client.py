@@ -230,17 +230,17 @@ def test_rejection_sends_no_websocket_traffic(target):
 
 def test_queue_front_delete_and_interrupt(target):
     base_url, fake = target
-    if fake is None:
-        pytest.skip("needs the fake's FAKE_COMFYUI_NODE_DELAY")
-    slow = FakeComfyUIFactory.slow(fake)
-    client = ComfyUIClient(slow.url)
+    # Slow nodes: the fake's FAKE_COMFYUI_NODE_DELAY, or on a real ComfyUI (CPU) a big blur (about 1 s).
+    client = ComfyUIClient(FakeComfyUIFactory.slow(fake).url if fake else base_url)
+    side, radius, sigma, colour = (64, 3, 1.0, 1) if fake else (1024, 31, 10.0, random.randrange(1 << 24))
     small = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 5}},
              "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
              "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "q"}}}
-    chain = {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 1}}}
+    chain = {"1": {"class_type": "EmptyImage", "inputs": {"width": side, "height": side, "batch_size": 1,
+                                                          "color": colour}}}
     for i in range(10, 14):
         chain[str(i)] = {"class_type": "ImageBlur", "inputs": {"image": [str(i - 1) if i > 10 else "1", 0],
-                                                               "blur_radius": 3, "sigma": 1.0}}
+                                                               "blur_radius": radius, "sigma": sigma}}
     chain["99"] = {"class_type": "SaveImage", "inputs": {"images": ["13", 0], "filename_prefix": "chain"}}
     events = client.events(ticks=True)
     next(events)
