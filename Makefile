@@ -4,8 +4,9 @@ VENV        ?= .venv
 BIN         := $(VENV)/bin
 WORKSPACE   ?= $(CURDIR)/workspace
 COMFYUI_DIR ?= $(CURDIR)/.comfyui
-# the ComfyUI release the image pins too (docker/custom-nodes.lock)
-COMFYUI_REF ?= v0.8.1
+# the ComfyUI commit the image pins too (docker/custom-nodes.lock: 0.3.64)
+COMFYUI_GIT ?= https://github.com/Comfy-Org/ComfyUI.git
+COMFYUI_COMMIT ?= a125cd84b054a57729b5eecab930ca9408719832
 PYTEST_ARGS ?= -n 2 --durations=25
 export COMFYUI_DIR
 
@@ -26,7 +27,7 @@ lint: venv
 	$(BIN)/ruff check services admin presets tests bench ci
 
 comfyui: venv ## clone ComfyUI at a pinned release into COMFYUI_DIR and install its requirements
-	test -d $(COMFYUI_DIR) || git clone --depth 1 --branch $(COMFYUI_REF) https://github.com/Comfy-Org/ComfyUI.git $(COMFYUI_DIR)
+	test -d $(COMFYUI_DIR)/.git || (git init -q $(COMFYUI_DIR) && git -C $(COMFYUI_DIR) fetch -q --depth 1 $(COMFYUI_GIT) $(COMFYUI_COMMIT) && git -C $(COMFYUI_DIR) checkout -q FETCH_HEAD)
 	$(BIN)/pip install -r $(COMFYUI_DIR)/requirements.txt
 
 clean:
