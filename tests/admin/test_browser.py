@@ -64,6 +64,12 @@ def test_admin_in_the_browser(mesh_factory, range_server, browser_page, workspac
     sums = {path: hashlib.sha256(data).hexdigest() for path, data in blobs.items()}
     (workspace / "config").mkdir(parents=True, exist_ok=True)
     (workspace / "config" / "presets.yaml").write_text(_catalog(urls, sizes, sums))
+    # this catalog stands as already merged with the image's default, so the start-up merge leaves
+    # it small (the editor below holds only this test's preset)
+    from presets.catalog import DEFAULT_PATH
+
+    (workspace / "config" / "state").mkdir(parents=True, exist_ok=True)
+    (workspace / "config" / "state" / "presets.default.yaml").write_text(DEFAULT_PATH.read_text())
     stray = workspace / "models" / "loras" / "delete-me.safetensors"
     stray.parent.mkdir(parents=True, exist_ok=True)
     stray.write_bytes(b"not in any preset")
