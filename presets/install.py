@@ -306,6 +306,7 @@ def plan_lines(settings: Any, presets: list[Any], with_optional: bool = False) -
     seen: set[str] = set()
     for preset in presets:
         lines.append(f"{preset.id} ({preset.name})")
+        estimates = {f.path: f.approx_size for f in preset.files if getattr(f, "approx_size", None)}
         for item in preset_files(settings, preset, with_optional):
             dest = destination(settings, item.path)
             if item.path in seen:
@@ -318,7 +319,11 @@ def plan_lines(settings: Any, presets: list[Any], with_optional: bool = False) -
                 lines.append(f"  {item.path}: in place")
                 continue
             have = downloader.done_bytes(dest)
-            if item.size is None:
+            approx = estimates.get(item.path)
+            if item.size is None and approx:
+                missing = max(0, approx - have)
+                lines.append(f"  {item.path}: about {human(missing)} to fetch of ~{human(approx)} (estimate)")
+            elif item.size is None:
                 lines.append(f"  {item.path}: size unknown, {human(have)} already fetched")
                 missing = 0
             else:
