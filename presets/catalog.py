@@ -480,6 +480,20 @@ class CatalogStore:
         return self.current()
 
 
+_SHARED: dict[Path, CatalogStore] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_store(settings: Any) -> CatalogStore:
+    """One CatalogStore per catalog file in this process, so callers do not re-parse the file."""
+    path = Path(settings.presets_file)
+    with _SHARED_LOCK:
+        store = _SHARED.get(path)
+        if store is None:
+            store = _SHARED[path] = CatalogStore(settings)
+        return store
+
+
 # ---- edits -------------------------------------------------------------------------------
 
 

@@ -42,9 +42,9 @@ def open_queue(settings: Any) -> JobQueue:
 
 # ---- building jobs ---------------------------------------------------------------------------
 def _catalog(settings: Any) -> Any:
-    from presets.catalog import CatalogStore
+    from presets.catalog import shared_store
 
-    return CatalogStore(settings).current()
+    return shared_store(settings).current()
 
 
 def preset_files(settings: Any, preset: Any, with_optional: bool = False) -> list[JobFile]:
