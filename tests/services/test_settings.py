@@ -4,6 +4,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from services.errors import SettingsError
 from services.secret import Secret
@@ -135,8 +138,6 @@ def test_cli_prints_one_line_and_exits_nonzero(tmp_path):
 
 
 # ---- property test: any environment either loads or gives one SettingsError line ----------
-from hypothesis import given, settings as hsettings, strategies as st  # noqa: E402
-
 _names = st.sampled_from([v.name for v in VARIABLES] + ["ENABLE_UNIFIED_DASHBOARD", "ENABLE_PRESET_MANAGER"])
 _values = st.one_of(
     st.text(max_size=30),
