@@ -97,9 +97,13 @@ def prepare(settings: Settings, base_env: dict[str, str] | None = None) -> Prepa
     return Prepared(settings, env, generated, disabled)
 
 
-def link_default_config(settings: Settings) -> None:
-    """Point ``<venv>/etc/supervisord.conf`` at the rendered file so plain supervisorctl finds it."""
-    link = Path(sys.prefix) / "etc" / "supervisord.conf"
+def link_default_config(settings: Settings, prefix: Path | None = None) -> None:
+    """Point ``<venv>/etc/supervisord.conf`` at the rendered file so plain supervisorctl finds it.
+
+    supervisorctl looks for ``../etc/supervisord.conf`` beside its own ``bin/`` first; the image
+    also links ``/etc/supervisord.conf`` to the same file.
+    """
+    link = Path(prefix or sys.prefix) / "etc" / "supervisord.conf"
     try:
         link.parent.mkdir(parents=True, exist_ok=True)
         if link.is_symlink() or link.exists():

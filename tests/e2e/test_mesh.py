@@ -74,3 +74,27 @@ def test_missing_binary_does_not_take_others_down(mesh_factory, tmp_path):
     assert states["comfyui"] == "STOPPED"
     assert states["admin"] == "RUNNING" and states["downloader"] == "RUNNING"
     assert "comfyui" in mesh.output() and "make comfyui" in mesh.output()
+
+
+def test_plain_supervisorctl_finds_the_config(mesh_factory, tmp_path):
+    """`supervisorctl status` / `restart comfyui` with no flags, as inside the container."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from services.startup import link_default_config
+
+    mesh = mesh_factory(ENABLE_CODE_SERVER="false", ENABLE_NGINX="false")
+    prefix = tmp_path / "venv"  # stands in for /app/venv: bin/supervisorctl and etc/supervisord.conf
+    (prefix / "bin").mkdir(parents=True)
+    (prefix / "bin" / "supervisorctl").symlink_to(Path(sys.executable).parent / "supervisorctl")
+    link_default_config(mesh.settings, prefix=prefix)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    ctl = str(prefix / "bin" / "supervisorctl")
+    result = subprocess.run([ctl, "status"], cwd=elsewhere, capture_output=True, text=True, timeout=30)
+    assert "comfyui" in result.stdout and "RUNNING" in result.stdout, result.stdout + result.stderr
+    before = mesh.supervisor.state("comfyui").pid
+    result = subprocess.run([ctl, "restart", "comfyui"], cwd=elsewhere, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "comfyui: started" in result.stdout, result.stdout + result.stderr
+    assert mesh.supervisor.state("comfyui").pid != before
