@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -17,8 +18,12 @@ def ctl_command(args: tuple[str, ...]) -> None:
     """Run supervisorctl against this pod's supervisord (e.g. `comfypod ctl restart comfyui`)."""
     settings = get_settings(click.get_current_context())
     binary = str(settings.venv_bin / "supervisorctl")
+    conf = settings.supervisord_conf
+    linked = Path(sys.prefix) / "etc" / "supervisord.conf"
+    if not conf.exists() and linked.exists():
+        conf = linked  # the pod `comfypod up` linked last (e.g. `make up` with its own RUN_DIR)
     sys.stdout.flush()
-    os.execv(binary, [binary, "-c", str(settings.supervisord_conf), *args])
+    os.execv(binary, [binary, "-c", str(conf), *args])
 
 
 @click.command("status")
