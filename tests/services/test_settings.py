@@ -157,3 +157,10 @@ def test_any_environment_loads_or_fails_with_one_line(env):
         return
     assert isinstance(s, Settings)
     assert load_settings(s.environment()).with_changes(notices=()) == s.with_changes(notices=())
+
+
+def test_readme_lists_every_variable():
+    """README's table is `comfypod settings --table`: a new variable must land there too."""
+    readme = (ROOT / "README.md").read_text()
+    missing = [var.name for var in VARIABLES if f"| `{var.name}` |" not in readme]
+    assert missing == [], "run `comfypod settings --table` and paste it into README.md"
