@@ -75,5 +75,5 @@ def settings(make_settings) -> Settings:
 @pytest.fixture(scope="session")
 def reference() -> Path:
     if not REFERENCE.is_dir():
-        pytest.skip(f"reference material not found at {REFERENCE}")
+        pytest.fail(f"reference material not found at {REFERENCE} (set COMFYPOD_SHARED to its folder)")
     return REFERENCE

@@ -15,7 +15,7 @@ def spec(admin_app, api_headers):
 
 
 def test_spec_is_valid_openapi(spec):
-    validator = pytest.importorskip("openapi_spec_validator")
+    import openapi_spec_validator as validator
     validator.validate(spec)
 
 

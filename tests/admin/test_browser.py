@@ -52,7 +52,6 @@ def _wait(predicate, timeout: float = 30.0, message: str = "condition"):
 
 
 def test_admin_in_the_browser(mesh_factory, range_server, browser_page, workspace):
-    pytest.importorskip("presets.worker")
     from tests.support.range_server import safetensors_blob
 
     blobs = {

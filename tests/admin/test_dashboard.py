@@ -9,7 +9,6 @@ import pytest
 
 @pytest.fixture
 def outputs(settings):
-    pytest.importorskip("services.outputs")
     folder = settings.output_dir
     (folder / "sub").mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(["a.png", "b.mp4", "sub/c.webp", "notes.txt"]):

@@ -84,7 +84,6 @@ def test_delete_part_of_running_download_refused(admin_app, api_headers, models)
 
 
 def test_add_by_url_queues_a_job(admin_app, api_headers, models, settings):
-    pytest.importorskip("presets.install")
     client = admin_app.test_client()
     response = client.post("/api/models/add", json={"url": "https://huggingface.co/o/r/blob/main/x.safetensors",
                                                     "folder": "loras"}, headers=api_headers)
@@ -98,13 +97,11 @@ def test_add_by_url_queues_a_job(admin_app, api_headers, models, settings):
                                   {"url": "https://example.com/x.safetensors", "folder": "../../etc"},
                                   {"url": "https://example.com/x.safetensors", "folder": "loras", "filename": "../x"}])
 def test_add_by_url_refuses_bad_input(admin_app, api_headers, models, body):
-    pytest.importorskip("presets.install")
     response = admin_app.test_client().post("/api/models/add", json=body, headers=api_headers)
     assert response.status_code == 400, response.get_json()
 
 
 def test_add_from_page_shows_result(admin_client, models):
-    pytest.importorskip("presets.install")
     html = admin_client.post("/models/add", data={"url": "https://example.com/m/x.safetensors", "folder": "vae"},
                              headers=admin_client.csrf_headers).get_data(as_text=True)
     assert "Queued as job" in html

@@ -6,8 +6,6 @@ import pytest
 
 import admin.presets as presets_area
 
-pytest.importorskip("presets.install")
-
 
 @pytest.fixture
 def catalog(small_catalog, settings, monkeypatch):

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from ci import nodes
+from tests.conftest import REFERENCE
 
 ROOT = Path(__file__).resolve().parents[2]
-SEED = ROOT.parent / "shared" / "reference" / "seed-custom-nodes.txt"
+SEED = REFERENCE / "seed-custom-nodes.txt"
 
 
 def norm(url: str) -> str:
@@ -30,7 +31,6 @@ def test_lock_is_well_formed(lock):
     assert len({n.commit for n in lock.nodes}) == len(lock.nodes)
 
 
-@pytest.mark.skipif(not SEED.is_file(), reason="shared reference data not present")
 def test_every_seed_node_is_pinned(lock):
     pinned = {norm(n.url) for n in lock.nodes}
     seed = [norm(line) for line in SEED.read_text().splitlines() if line.strip()]

@@ -38,10 +38,10 @@ def chromium_path() -> str | None:
 
 @pytest.fixture(scope="session")
 def chromium_browser() -> Iterator[object]:
-    sync_api = pytest.importorskip("playwright.sync_api")
+    from playwright import sync_api
+
     executable = chromium_path()
-    if executable is None:
-        pytest.skip("chromium is not installed (apt-get install chromium)")
+    assert executable is not None, "chromium is not installed (ci/install-deps.sh installs it)"
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:

@@ -23,11 +23,10 @@ from presets.validate import (
 )
 from services.errors import CatalogError
 from services.paths import MODEL_FOLDERS
+from tests.conftest import REFERENCE
 
-REFERENCE = Path("/work/shared/reference")
 SEED = REFERENCE / "seed-presets.yaml"
 PER_PRESET = REFERENCE / "comfyui-presets" / "presets"
-needs_reference = pytest.mark.skipif(not SEED.exists(), reason="reference catalogs not on this machine")
 
 GOOD = textwrap.dedent(
     """\
@@ -306,7 +305,6 @@ def test_default_catalog_is_clean_and_complete() -> None:
             assert item.source["type"] == "huggingface" and item.source["repo"]
 
 
-@needs_reference
 def test_default_keeps_every_reference_id_with_new_descriptions() -> None:
     yaml = YAML(typ="safe")
     seed = yaml.load(SEED.read_text())["presets"]
@@ -319,7 +317,6 @@ def test_default_keeps_every_reference_id_with_new_descriptions() -> None:
     assert catalog.get("wan_22_5b_tiv2").replaced_by == "WAN_2_2_T2V_BASIC"
 
 
-@needs_reference
 def test_seed_reference_catalog_validates_to_its_known_problems() -> None:
     with pytest.raises(CatalogValidationError) as info:
         load_catalog(SEED)
@@ -351,7 +348,6 @@ def test_seed_reference_catalog_validates_to_its_known_problems() -> None:
     assert len(errors) == len(conflicts) + len(sizes) + len(folders)
 
 
-@needs_reference
 def test_per_preset_reference_layout_validates_to_its_known_problems() -> None:
     with pytest.raises(CatalogValidationError) as info:
         load_catalog(PER_PRESET)

@@ -243,8 +243,7 @@ def test_issue_11_nginx_workers_orphaned_by_a_killed_master_are_cleared(make_set
     from tests.plugins.mesh import free_port
 
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not Path(nginx).exists():
-        pytest.skip("nginx is not installed")
+    assert Path(nginx).exists(), "nginx is not installed (ci/install-deps.sh installs it)"
     port = free_port()
     settings = make_settings(ADMIN_PORT=str(port))
     conf = tmp_path / "nginx.conf"

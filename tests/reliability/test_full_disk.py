@@ -1,5 +1,5 @@
-"""Issue 11, full disk: the workspace lives on a small tmpfs (the tests run as root; where ``mount``
-is not allowed they skip, saying so). A disk filling up in the middle of a download is ENOSPC
+"""Issue 11, full disk: the workspace lives on a small tmpfs (the tests run as root, as CI does; where ``mount``
+fails, saying so). A disk filling up in the middle of a download is ENOSPC
 injected at the write. With the disk full, a download,
 a presets.yaml save, a gallery thumbnail and a log write each fail with a clear message; no
 existing file is truncated or lost; the services stay up, and work again once space is freed.
@@ -31,13 +31,15 @@ MiB = 1024 * 1024
 PNG_SIZE = 96
 
 
-def _mount(where: Path, size_mib: int) -> bool:
+def _mount(where: Path, size_mib: int) -> None:
+    """Mount a small tmpfs at ``where``; the suite runs as root (as CI does), so this must work."""
     where.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        return False
+    if os.geteuid() != 0:
+        pytest.fail("the full-disk tests mount a 48 MiB tmpfs and need root (CI runs as root)")
     result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m,mode=0755", "tmpfs", str(where)],
                             capture_output=True, text=True, timeout=20)
-    return result.returncode == 0
+    if result.returncode != 0:
+        pytest.fail(f"mount -t tmpfs failed: {result.stderr.strip()}")
 
 
 def _umount(where: Path) -> None:
@@ -46,18 +48,17 @@ def _umount(where: Path) -> None:
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 48 MiB tmpfs (or None when this machine does not allow the mount)."""
+    """A 48 MiB tmpfs."""
     where = tmp_path / "small-disk"
-    mounted = _mount(where, 48)
-    yield where if mounted else None
-    if mounted:
-        _umount(where)
+    _mount(where, 48)
+    yield where
+    _umount(where)
 
 
 @pytest.fixture
 def workspace(small_disk, tmp_path) -> Path:
     """The workspace of this module's tests sits on the small disk (overrides the shared fixture)."""
-    path = (small_disk or tmp_path) / "workspace"
+    path = small_disk / "workspace"
     path.mkdir()
     return path
 
@@ -120,8 +121,6 @@ def test_full_disk_fails_clearly_and_loses_nothing(settings, small_disk, range_s
     data = safetensors_blob(4 * MiB, seed=9)
     url = range_server.add("/big.safetensors", data)
     messages: dict[str, str] = {}
-    if small_disk is None:
-        pytest.skip("needs a small filesystem: mount -t tmpfs is not allowed here")
     # the disk filling up in the middle of a download: ENOSPC at the write of the bytes
     dl = Downloader(settings, options=fast_options())
     dest = settings.models_dir / "checkpoints" / "big.safetensors"
@@ -195,8 +194,6 @@ def _enospc(fd, data, offset):  # noqa: ANN001 - presets.download._write_at's si
 
 @pytest.mark.e2e
 def test_full_disk_under_the_mesh_keeps_services_up(mesh_factory, small_disk, range_server, figures) -> None:
-    if small_disk is None:
-        pytest.skip("needs a small filesystem (mount -t tmpfs is not allowed here)")
     mesh = mesh_factory(ENABLE_CODE_SERVER="false")
     settings = mesh.settings
     for i in range(2):
@@ -258,8 +255,6 @@ def test_issue_11_download_state_write_on_a_full_disk_is_a_disk_full_error(small
     ``<file>.lock``) raised a bare OSError instead of DiskFullError."""
     from presets.download import DiskFullError, _LockFile
 
-    if small_disk is None:
-        pytest.skip("needs a small filesystem: mount -t tmpfs is not allowed here")
     target = settings.workspace / "x.safetensors.lock"
     filler = fill(settings.workspace)
     try:
@@ -273,8 +268,6 @@ def test_issue_11_catalog_save_on_a_full_disk_is_a_catalog_error(small_disk, tmp
     """Regression (issue 11): presets.catalog.save_text let OSError (ENOSPC) out (a 500 in the admin)."""
     from services.errors import CatalogError
 
-    if small_disk is None:
-        pytest.skip("needs a small filesystem: mount -t tmpfs is not allowed here")
     path = small_disk / "presets.yaml"
     path.write_text(SMALL_CATALOG)
     filler = fill(small_disk)
@@ -306,8 +299,6 @@ def test_issue_11_queue_write_on_a_full_disk_is_a_workspace_error(small_disk) ->
     from presets.queue import JobFile, JobQueue
     from services.errors import WorkspaceError
 
-    if small_disk is None:
-        pytest.skip("needs a small filesystem: mount -t tmpfs is not allowed here")
     queue = JobQueue(small_disk / "state" / "downloads.sqlite3")
     filler = fill(small_disk)
     try:

@@ -41,12 +41,12 @@ def module_fake(tmp_path_factory, reference) -> FakeComfyUI:
     fake.stop()
 
 
-@pytest.fixture(params=["fake", "real"])
+# The same contract runs against a real ComfyUI too when COMFYUI_URL is set (by hand: ComfyUI is
+# not on PyPI, so CI has none); without it those cases are not collected at all.
+@pytest.fixture(params=["fake", "real"] if REAL_URL else ["fake"])
 def target(request, module_fake) -> tuple[str, FakeComfyUI | None]:
     """(base URL, the fake or None for a real ComfyUI)."""
     if request.param == "real":
-        if not REAL_URL:
-            pytest.skip("set COMFYUI_URL to run the contract against a real ComfyUI")
         return REAL_URL, None
     return module_fake.url, module_fake
 

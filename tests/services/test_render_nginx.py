@@ -8,14 +8,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from services import render
 from services.settings import Settings
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
-needs_nginx = pytest.mark.skipif(not Path(NGINX).exists(), reason="nginx is not installed")
 
 
 def write(settings: Settings, text: str | None = None) -> Path:
@@ -40,14 +37,12 @@ def servers(text: str) -> dict[int, str]:
     return result
 
 
-@needs_nginx
 def test_rendered_config_passes_nginx_t(settings):
     result = nginx_test(write(settings))
     assert result.returncode == 0, result.stderr
     assert "syntax is ok" in result.stderr
 
 
-@needs_nginx
 def test_every_toggle_combination_passes_nginx_t(make_settings):
     settings = make_settings(
         ENABLE_JUPYTER="false", ENABLE_CODE_SERVER="false", LISTEN_ADDRESS="::", COMFYUI_PORT="3100"
