@@ -23,6 +23,7 @@ from admin.actions import attempt
 from admin.context import InputError, current_settings
 from services import nodes, pyenv
 from services.errors import ComfyPodError
+from services.files import write_atomic
 from services.settings import Settings
 
 log = logging.getLogger("comfypod.admin.nodes")
@@ -64,11 +65,7 @@ def _alive(pid: Any) -> bool:
 
 
 def _write_job(settings: Settings, job: dict[str, Any]) -> None:
-    path = _job_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(job, indent=1))
-    os.replace(tmp, path)
+    write_atomic(_job_path(settings), json.dumps(job, indent=1))
 
 
 def start_job(settings: Settings, action: str, target: str, work: Callable[[], str]) -> dict[str, Any]:

@@ -19,7 +19,6 @@ import fcntl
 import logging
 import os
 import re
-import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from presets.validate import (
     validate_document,
     validate_preset_document,
 )
+from services import files
 from services.errors import CatalogError
 from services.paths import MODEL_FOLDERS
 
@@ -511,33 +511,17 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``."""
+    """Write ``text`` to ``path`` atomically, keeping the file's mode; errors become CatalogError."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         mode = os.stat(path).st_mode & 0o777
     except FileNotFoundError:
         mode = 0o644
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:
-        raise CatalogError(f"cannot write {path.name}: {err.strerror}; the file is unchanged") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        files.write_atomic(path, text, mode=mode)
     except OSError as err:
         # a full disk (ENOSPC), a read-only volume: say so in one line, keep the old file (issue 11)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
         raise CatalogError(f"cannot write {path.name}: {err.strerror}; the file is unchanged") from None
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def save_text(path: str | os.PathLike[str], text: str) -> Catalog:

@@ -10,11 +10,11 @@ interpreter has, so a local image without a baked file is protected the same way
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from services.files import write_atomic
 from services.settings import Settings
 
 # Packages whose build belongs to the image: a node asking for another version is refused.
@@ -84,12 +84,7 @@ def write_constraints(settings: Settings, installed: Mapping[str, str]) -> Path:
     baked_path = baked_file(settings)
     baked = baked_path.read_text() if baked_path.is_file() else None
     path = constraints_file(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(render_constraints(installed, baked))
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, render_constraints(installed, baked))
 
 
 _CONSTRAINT_LINE = re.compile(r"\(constraint\)\s+(\S+)")

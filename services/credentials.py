@@ -7,14 +7,13 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import os
 import secrets
-import tempfile
 from pathlib import Path
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from services.errors import WorkspaceError
+from services.files import write_atomic
 from services.secret import Secret
 from services.settings import Settings
 
@@ -29,18 +28,9 @@ TOKEN_NAMES = ("hf_token", "civitai_token")
 
 def write_private(path: Path, data: str | bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file + rename), readable by the owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(raw)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, data, mode=0o600)
     except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
         raise WorkspaceError(f"cannot write {path}: {err.strerror}") from None
 
 

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
-import tempfile
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 
 from services import sage_check
 from services.doctor import ImageFacts, Tag, Verdict
+from services.files import write_atomic
 from services.settings import Settings
 
 log = logging.getLogger("comfypod.doctor")
@@ -144,11 +143,7 @@ def store_verdict(settings: Settings, key: str, result: dict[str, Any]) -> Verdi
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "result": result,
     }
-    path = _cache_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".doctor-", delete=False) as handle:
-        json.dump({"version": 1, "verdicts": verdicts}, handle, indent=2)
-    os.replace(handle.name, path)
+    write_atomic(_cache_path(settings), json.dumps({"version": 1, "verdicts": verdicts}, indent=2))
     return verdict
 
 

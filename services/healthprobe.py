@@ -29,6 +29,7 @@ import click
 import requests
 
 from services.errors import ServiceError
+from services.files import write_atomic
 from services.settings import Settings
 
 log = logging.getLogger("comfypod.healthprobe")
@@ -66,10 +67,7 @@ def _now() -> str:
 
 
 def _write(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def last_log_lines(settings: Settings, lines: int = LOG_LINES) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from services import outputs, workflow
 from services.errors import PathError, WorkflowError
+from services.files import write_atomic
 from services.paths import within
 from services.settings import Settings
 
@@ -161,9 +162,7 @@ def save(settings: Settings, filename: str, raw: bytes, overwrite: bool = False)
             name = f"{stem} ({index}).json"
             path = within(settings.workflows_dir, name)
             index += 1
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(raw)
-    os.replace(tmp, path)
+    write_atomic(path, raw)
     stat = path.stat()
     return Entry("library", name, _title(data, name[: -len(".json")]), kind, stat.st_size, stat.st_mtime)
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import configparser
 import io
-import os
 import re
 import tomllib
 from pathlib import Path
 
 from services import constraints
+from services.files import write_atomic
 from services.settings import Settings
 
 MANAGER_NAMES = ("comfyui-manager",)
@@ -139,6 +139,4 @@ def configure(settings: Settings, packaged: bool = False) -> list[Path]:
 def _write(path: Path, text: str) -> None:
     if path.is_file() and path.read_text() == text:
         return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(path, text)

@@ -29,6 +29,7 @@ from typing import Any
 
 from services import pyenv
 from services.errors import NodeError
+from services.files import write_atomic
 from services.settings import Settings, process_environment
 
 log = logging.getLogger("comfypod.nodes")
@@ -192,11 +193,7 @@ def hidden(settings: Settings) -> set[str]:
 
 
 def _set_hidden(settings: Settings, names: Iterable[str]) -> None:
-    path = _hidden_file(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"hidden_image_nodes": sorted(set(names))}, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_atomic(_hidden_file(settings), json.dumps({"hidden_image_nodes": sorted(set(names))}, indent=1) + "\n")
 
 
 def _points_into_baked(settings: Settings, link: Path) -> bool:

@@ -36,6 +36,7 @@ from typing import Any
 
 from services import constraints
 from services.errors import NodeError
+from services.files import write_atomic
 from services.settings import Settings, process_environment
 
 log = logging.getLogger("comfypod.pyenv")
@@ -311,9 +312,7 @@ def write_pth(probe: Probe) -> Path:
     text += "\n".join(lines) + "\n"
     target = Path(probe.site[0]) / PTH_NAME
     if not target.is_file() or target.read_text() != text:
-        tmp = target.with_name(f".{PTH_NAME}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, target)
+        write_atomic(target, text)
     return target
 
 
@@ -480,11 +479,7 @@ def load_state(settings: Settings) -> dict[str, Any]:
 
 
 def _save_state(settings: Settings, state: dict[str, Any]) -> None:
-    path = state_file(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_atomic(state_file(settings), json.dumps(state, indent=1, sort_keys=True) + "\n")
 
 
 def _update_state(settings: Settings, change) -> None:

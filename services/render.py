@@ -13,6 +13,7 @@ from pathlib import Path
 
 import jinja2
 
+from services.files import write_atomic
 from services.paths import MODEL_FOLDERS
 from services.settings import Settings
 
@@ -83,10 +84,7 @@ def keep_user_extra_model_paths(settings: Settings) -> Path | None:
 
 
 def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(path, text)
 
 
 def write_configs(settings: Settings) -> list[Path]:
