@@ -49,6 +49,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
+from presets.validate import format_size
 from services.errors import DownloadError
 from services.logs import mask_text
 
@@ -215,14 +216,8 @@ def _write_at(fd: int, data: bytes | memoryview, offset: int) -> None:
 
 
 def human(n: float | None) -> str:
-    if n is None:
-        return "?"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
+    """Bytes (or bytes/s) in binary units, the catalog's own: ``1.4 GiB``."""
+    return format_size(n)
 
 
 def _host(url: str) -> str:

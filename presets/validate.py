@@ -120,13 +120,13 @@ def parse_size(value: Any) -> tuple[int, bool] | None:
     return int(number * 1024 ** _UNITS[match.group(2)[0]]), False
 
 
-def format_size(size: int | None, *, approx: bool = False) -> str:
+def format_size(size: float | None, *, approx: bool = False) -> str:
     """Human size with binary units (``1.4 GiB``); ``?`` when unknown."""
     if size is None:
         return "?"
     value = float(size)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
+        if abs(value) < 1024 or unit == "TiB":
             text = f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
             return ("~" if approx else "") + text
         value /= 1024
