@@ -47,16 +47,12 @@ def supervisor() -> Supervisor:
 
 
 def catalog_store():
-    """The app's ``presets.catalog.CatalogStore`` (hot reload by mtime)."""
+    """The ``presets.catalog.CatalogStore`` of this process (hot reload by mtime)."""
 
-    def build():
-        try:
-            from presets.catalog import CatalogStore
-        except ImportError as err:
-            raise Unavailable(f"the presets catalog is not available in this build ({err})") from None
-        return CatalogStore(current_settings())
+    from presets.catalog import shared_store
 
-    return _shared("comfypod.catalog", build)
+    # the process-wide store, so the admin and presets.install share one parsed catalog
+    return shared_store(current_settings())
 
 
 def job_queue():
