@@ -252,9 +252,11 @@ def test_issue_11_nginx_workers_orphaned_by_a_killed_master_are_cleared(make_set
     workers: list[int] = []
     try:
         deadline = time.monotonic() + 10
-        while not psutil.Process(master.pid).children() and time.monotonic() < deadline:
+        # worker_processes 2: wait for both, or an orphan would be missing from `workers`
+        while len(psutil.Process(master.pid).children()) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         workers = [p.pid for p in psutil.Process(master.pid).children()]
+        assert len(workers) == 2, workers
         assert stale_nginx(settings) == []  # a live master's workers are not stale
         master.kill()
         master.wait(5)
