@@ -121,10 +121,23 @@ def merge_text(user_text: str, new_text: str, base_text: str | None = None) -> M
             result.kept.append(preset_id)
     result.dropped_upstream = [pid for pid in user if pid not in new and (not have_base or pid in base)]
     edits: list[tuple[tuple[str, ...], dict[str, Any]]] = [(("presets",), changes)]
-    metadata = user_catalog.metadata
-    if new_catalog.version and metadata and "metadata" in _document_keys(user_text) and (
-            str(metadata.get("default_version", "")) != new_catalog.version):
-        edits.append((("metadata",), {"default_version": new_catalog.version}))
+    metadata = user_catalog.metadata or {}
+    has_metadata = bool(metadata) and "metadata" in _document_keys(user_text)
+    meta_changes: dict[str, Any] = {}
+    if new_catalog.version and has_metadata and str(metadata.get("default_version", "")) != new_catalog.version:
+        meta_changes["default_version"] = new_catalog.version
+    # model folders the merged presets may need (models/TTS for the audio suite): the user's
+    # list plus the new default's, so no preset is left out only for a folder name
+    mine = [str(f) for f in (metadata.get("extra_folders") or [])]
+    wanted = [str(f) for f in (new_catalog.metadata.get("extra_folders") or []) if str(f) not in mine]
+    if wanted and changes:
+        if has_metadata:
+            meta_changes["extra_folders"] = mine + wanted
+        else:
+            created = {"default_version": new_catalog.version} if new_catalog.version else {}
+            edits.append(((), {"metadata": {**created, "extra_folders": wanted}}))
+    if meta_changes:
+        edits.append((("metadata",), meta_changes))
     while True:
         text = yamledit.apply_edits(user_text, edits)
         try:

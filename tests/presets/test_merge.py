@@ -106,6 +106,31 @@ def test_without_a_base_only_new_presets_are_added() -> None:
     assert result.updated == [] and sorted(result.kept) == ["ALPHA", "BETA"]
 
 
+SPEECH = """\
+  SPEECH:
+    name: Speech
+    type: audio
+    files:
+      - path: TTS/voice.safetensors
+        url: https://example.org/voice.safetensors
+"""
+
+
+@pytest.mark.parametrize("with_metadata", [True, False])
+def test_a_new_preset_in_an_extra_folder_brings_the_folder_along(with_metadata: bool) -> None:
+    """A default preset in a folder of the default's metadata.extra_folders (models/TTS) is merged
+    into a file that lacks that folder, or lacks metadata altogether, instead of being left out."""
+    new = NEW.replace("  version: 1.1.0\n", "  version: 1.1.0\n  extra_folders: [TTS]\n") + SPEECH
+    user = USER if with_metadata else USER.replace("metadata:\n  version: 1.0.0\n", "")
+    result = merge_text(user, new, None)
+    assert "SPEECH" in result.added and not result.conflicts
+    catalog = load_text(result.text)
+    assert catalog.metadata["extra_folders"] == ["TTS"]
+    assert [f.path for f in catalog.get("SPEECH").files] == ["TTS/voice.safetensors"]
+    assert "    name: My Beta   # renamed by me\n" in result.text
+    assert not merge_text(result.text, new, new).changed
+
+
 def test_merge_refuses_invalid_input() -> None:
     with pytest.raises(CatalogError):
         merge_text("presets: [\n", NEW, BASE)

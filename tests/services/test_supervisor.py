@@ -40,7 +40,9 @@ def test_states_start_stop_restart(supervisord):
     supervisord.restart("sleeper")
     after = supervisord.state("sleeper")
     assert after.running and after.pid != pid
-    time.sleep(0.3)
+    deadline = time.monotonic() + 10  # the new process writes its line when it gets a CPU
+    while "hello from sleeper" not in supervisord.tail("sleeper") and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert "hello from sleeper" in supervisord.tail("sleeper")
 
 
