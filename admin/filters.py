@@ -6,19 +6,12 @@ import time
 
 from flask import Flask
 
-_UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
+from presets.validate import format_size
 
 
 def filesize(value: float | int | None) -> str:
-    """1536 -> '1.5 KB' (decimal units, as disks and model cards count)."""
-    if value is None:
-        return "?"
-    size = float(value)
-    for unit in _UNITS:
-        if abs(size) < 1000 or unit == _UNITS[-1]:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} PB"  # pragma: no cover - loop always returns
+    """1536 -> '1.5 KiB': binary units, as the catalog, the CLI, nvidia-smi and df count."""
+    return format_size(value)
 
 
 def duration(seconds: float | int | None) -> str:

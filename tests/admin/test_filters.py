@@ -11,8 +11,8 @@ from admin.filters import ago, duration, filesize, percent
 
 @pytest.mark.parametrize(
     "value, text",
-    [(None, "?"), (0, "0 B"), (999, "999 B"), (1000, "1.0 KB"), (1536, "1.5 KB"), (4_800_000_000, "4.8 GB"),
-     (2 * 10**15, "2.0 PB")],
+    [(None, "?"), (0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (1536, "1.5 KiB"),
+     (int(4.8 * 1024**3), "4.8 GiB"), (2 * 1024**4, "2.0 TiB")],
 )
 def test_filesize(value, text):
     assert filesize(value) == text
