@@ -11,7 +11,7 @@ import importlib
 import logging
 from datetime import timedelta
 
-from flask import Flask, Request, has_request_context, jsonify, render_template, request
+from flask import Flask, Request, g, has_request_context, jsonify, render_template, request
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -70,6 +70,13 @@ class _Session(SecureCookieSessionInterface):
     def get_cookie_secure(self, app: Flask) -> bool:
         return has_request_context() and request.is_secure
 
+    def save_session(self, app: Flask, session, response) -> None:
+        # a request authenticated by the API token has no session: no cookie is handed to
+        # scripts (a page fetched with the token would otherwise get one for its CSRF token)
+        if g.get("auth_via") == "token":
+            return
+        super().save_session(app, session, response)
+
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
@@ -110,7 +117,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.context_processor
     def _globals() -> dict:
-        return {"nav_items": nav.visible(app), "has_endpoint": app.view_functions.__contains__}
+        return {"nav_links": nav.links(app), "has_endpoint": app.view_functions.__contains__}
 
     @app.get("/healthz")
     def healthz():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, request, url_for
 
 # (endpoint, label). An area's page endpoint is ``<area>.index``.
 NAV: list[tuple[str, str]] = [
@@ -20,3 +20,13 @@ NAV: list[tuple[str, str]] = [
 
 def visible(app: Flask) -> list[tuple[str, str]]:
     return [(endpoint, label) for endpoint, label in NAV if endpoint in app.view_functions]
+
+
+def links(app: Flask) -> list[tuple[str, str, str]]:
+    """``(href, endpoint, label)`` for the bar, built once per script root (the prefix nginx may
+    send in X-Forwarded-Prefix) instead of nine url_for calls on every page."""
+    cache: dict[str, list[tuple[str, str, str]]] = app.extensions.setdefault("comfypod.nav", {})
+    root = request.script_root
+    if root not in cache:
+        cache[root] = [(url_for(endpoint), endpoint, label) for endpoint, label in visible(app)]
+    return cache[root]

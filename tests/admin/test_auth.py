@@ -109,6 +109,13 @@ def test_api_with_bearer_and_query_token(anon_client, api_headers, settings):
     assert anon_client.get("/api/auth?token=wrong").status_code == 401
 
 
+def test_token_requests_get_no_session_cookie(anon_client, api_headers):
+    """A script using the API token is handed no session, even for a page that holds a CSRF token."""
+    for path in ("/presets", "/api/system"):
+        response = anon_client.get(path, headers=api_headers)
+        assert response.status_code == 200 and "Set-Cookie" not in response.headers, path
+
+
 def test_session_api_call_reports_session(admin_client):
     assert admin_client.get("/api/auth").get_json() == {"user": "admin", "via": "session"}
 
