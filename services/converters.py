@@ -92,6 +92,21 @@ def arguments(name: str, value: str) -> tuple[str, ...]:
         raise _bad(name, value, f"shell-style arguments ({err})") from None
 
 
+def networks(name: str, value: str) -> tuple[str, ...]:
+    """Comma (or space) separated IP addresses or CIDR blocks, normalised (``10.0.0.0/8``)."""
+    import ipaddress
+
+    found: dict[str, None] = {}
+    for part in re.split(r"[,\s;]+", value.strip()):
+        if not part:
+            continue
+        try:
+            found.setdefault(str(ipaddress.ip_network(part, strict=False)), None)
+        except ValueError:
+            raise _bad(name, value, "comma-separated IP addresses or CIDR blocks such as 10.0.0.0/8") from None
+    return tuple(found)
+
+
 def host(name: str, value: str) -> str:
     text = value.strip()
     if not re.match(r"^[A-Za-z0-9.:\-\[\]]+$", text):

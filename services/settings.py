@@ -92,6 +92,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("ENABLE_JUPYTER", _bool, "true", "run JupyterLab"),
     Variable("ENABLE_SSH", _bool, "true", "run sshd (only when PUBLIC_KEY is set)"),
     Variable("LISTEN_ADDRESS", converters.host, "0.0.0.0", "address nginx listens on for the public ports"),
+    Variable("TRUSTED_PROXIES", converters.networks, "", "addresses or CIDR blocks of proxies in front of the pod whose X-Forwarded-For names the real client (the login throttle counts per client)"),
     Variable("COMFYUI_PORT", converters.port, "3000", "public port of ComfyUI"),
     Variable("ADMIN_PORT", converters.port, "8082", "public port of the admin"),
     Variable("CODE_SERVER_PORT", converters.port, "8081", "public port of code-server"),
@@ -138,6 +139,7 @@ class Settings:
     enable_jupyter: bool
     enable_ssh: bool
     listen_address: str
+    trusted_proxies: tuple[str, ...]
     comfyui_port: int
     admin_port: int
     code_server_port: int

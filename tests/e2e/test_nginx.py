@@ -194,6 +194,35 @@ def check_logs_hold_no_token(mesh):
     assert "/ws" in (mesh.settings.logs_dir / "nginx-access.log").read_text()
 
 
+def login_as(mesh, forwarded_for: str, password: str) -> int:
+    """Status of a login through nginx by a client claiming ``X-Forwarded-For: forwarded_for``."""
+    from tests.plugins.mesh import _csrf_from
+
+    headers = {"X-Forwarded-For": forwarded_for}
+    with requests.Session() as session:
+        page = session.get(f"{mesh.url('admin')}/_auth/login", headers=headers, timeout=10)
+        answer = session.post(f"{mesh.url('admin')}/_auth/login", headers=headers, allow_redirects=False,
+                              data={"password": password, "csrf_token": _csrf_from(page.text), "next": "/"},
+                              timeout=20)
+    return answer.status_code
+
+
+def check_forwarded_for_is_ignored_without_trusted_proxies(mesh):
+    """Without TRUSTED_PROXIES a client cannot dodge the login throttle with a made-up header:
+    every failure counts against the address nginx sees. (Leaves 127.0.0.1 throttled: run last.)"""
+    statuses = [login_as(mesh, f"203.0.113.{n}", "wrong") for n in range(1, 7)]
+    assert statuses[:5] == [401] * 5 and statuses[5] == 429, statuses
+
+
+def check_trusted_proxy_counts_each_client(mesh):
+    """TRUSTED_PROXIES=127.0.0.1: behind that proxy each X-Forwarded-For client has its own count,
+    so one client's failures do not lock the owner out (one shared proxy address on RunPod)."""
+    statuses = [login_as(mesh, "203.0.113.9", "wrong") for _ in range(6)]
+    assert statuses[:5] == [401] * 5 and statuses[5] == 429, statuses
+    assert login_as(mesh, "198.51.100.4", mesh.password) == 302
+    assert login_as(mesh, "203.0.113.9", mesh.password) == 429
+
+
 def test_front_door(mesh):
     """One mesh, every check in turn (a mesh takes seconds to start and stop)."""
     check_rendered_config_passes_nginx_t(mesh)
@@ -203,11 +232,13 @@ def test_front_door(mesh):
     check_comfyui_websocket(mesh)
     check_code_server_websocket(mesh)
     check_big_upload_streams_through(mesh)
+    check_forwarded_for_is_ignored_without_trusted_proxies(mesh)
     check_logs_hold_no_token(mesh)
 
 
 def test_start_up_pages(mesh_factory):
-    mesh = mesh_factory(FAKE_COMFYUI_STARTUP_DELAY="8")
+    mesh = mesh_factory(FAKE_COMFYUI_STARTUP_DELAY="8", TRUSTED_PROXIES="127.0.0.1")
+    check_trusted_proxy_counts_each_client(mesh)
     comfyui = mesh.url("comfyui") + "/"
     with mesh.login("comfyui") as session:
         # stopped by hand: the port stays up and says so

@@ -51,6 +51,16 @@ def test_every_toggle_combination_passes_nginx_t(make_settings):
     assert result.returncode == 0, result.stderr
 
 
+def test_trusted_proxies_set_the_real_client_address(make_settings):
+    settings = make_settings(TRUSTED_PROXIES="100.64.0.0/10, 10.0.0.7")
+    text = render.render_nginx(settings)
+    assert "set_real_ip_from 100.64.0.0/10;" in text and "set_real_ip_from 10.0.0.7/32;" in text
+    assert "real_ip_header X-Forwarded-For;" in text and "real_ip_recursive on;" in text
+    result = nginx_test(write(settings))
+    assert result.returncode == 0, result.stderr
+    assert "set_real_ip_from" not in render.render_nginx(make_settings())
+
+
 def test_one_server_per_enabled_port(settings):
     text = render.render_nginx(settings)
     blocks = servers(text)
