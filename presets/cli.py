@@ -455,7 +455,7 @@ def pin_command(ctx: click.Context, ids: tuple[str, ...], dry_run: bool) -> None
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def update_command(ctx: click.Context, source: str | None, dry_run: bool, force: bool, as_json: bool) -> None:
-    """Merge a newer catalog (default: the project's published one) into yours, keeping your edits."""
+    """Merge a newer catalog (a URL or file; default PRESETS_UPDATE_URL) into yours, keeping your edits."""
     from presets.merge import update_catalog
 
     settings = get_settings(ctx)

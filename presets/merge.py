@@ -28,8 +28,6 @@ from services.errors import CatalogError
 log = logging.getLogger(__name__)
 
 BASE_NAME = "presets.default.yaml"
-# Where `comfypod presets update` looks by default: the catalog published with the project.
-PUBLISHED_URL = "https://raw.githubusercontent.com/comfypod/comfypod/main/presets/presets.yaml"
 
 
 @dataclass
@@ -257,8 +255,14 @@ def _fetch(settings: Any, url: str) -> str:
 
 def update_catalog(settings: Any, source: str | None = None, *, dry_run: bool = False,
                    force: bool = False) -> MergeResult:
-    """``comfypod presets update [URL|FILE]``: fetch a newer catalog and merge it in."""
-    source = source or PUBLISHED_URL
+    """``comfypod presets update [URL|FILE]``: fetch a newer catalog and merge it in.
+
+    With no source, PRESETS_UPDATE_URL: there is no built-in address, so a catalog (whose URLs
+    the pod will download) only ever comes from a place the user named."""
+    source = source or getattr(settings, "presets_update_url", "")
+    if not source:
+        raise CatalogError("no catalog to update from: give a URL or file "
+                           "(comfypod presets update URL|FILE) or set PRESETS_UPDATE_URL")
     if re.match(r"^[a-z][a-z0-9+.-]*://", source, re.I):
         text = _fetch(settings, source)
     else:

@@ -107,6 +107,20 @@ def networks(name: str, value: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+def url(name: str, value: str) -> str:
+    """An https URL (plain http only for a loopback host), or empty for none."""
+    from urllib.parse import urlsplit
+
+    text = value.strip()
+    if not text:
+        return ""
+    parts = urlsplit(text)
+    loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and loopback)):
+        raise _bad(name, value, "an https:// URL (http:// only for 127.0.0.1 or localhost), or empty")
+    return text
+
+
 def host(name: str, value: str) -> str:
     text = value.strip()
     if not re.match(r"^[A-Za-z0-9.:\-\[\]]+$", text):

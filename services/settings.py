@@ -79,6 +79,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("PRESET_DOWNLOAD", converters.id_list, "", "video preset ids to install at start, comma separated"),
     Variable("IMAGE_PRESET_DOWNLOAD", converters.id_list, "", "image preset ids to install at start"),
     Variable("AUDIO_PRESET_DOWNLOAD", converters.id_list, "", "audio preset ids to install at start"),
+    Variable("PRESETS_UPDATE_URL", converters.url, "", "catalog that `comfypod presets update` merges when given no URL or file (default: none)"),
     Variable("ACCESS_PASSWORD", _secret, "", "the one login for every port (default: generated, printed once)"),
     Variable("HF_TOKEN", _secret, "", "Hugging Face token, sent only to Hugging Face hosts"),
     Variable("CIVITAI_TOKEN", _secret, "", "Civitai token, sent only to civitai.com"),
@@ -126,6 +127,7 @@ class Settings:
     preset_download: tuple[str, ...]
     image_preset_download: tuple[str, ...]
     audio_preset_download: tuple[str, ...]
+    presets_update_url: str
     access_password: Secret
     hf_token: Secret
     civitai_token: Secret

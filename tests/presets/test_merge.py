@@ -223,3 +223,16 @@ def test_update_from_a_url(settings, image_default: Path, range_server) -> None:
     broken = range_server.add("/broken.yaml", b"presets: [\n")
     with pytest.raises(CatalogError):
         update_catalog(settings, broken)
+
+
+def test_update_without_a_source_uses_presets_update_url_or_says_what_to_do(settings, image_default: Path,
+                                                                              range_server) -> None:
+    """No built-in catalog address: the catalog comes from PRESETS_UPDATE_URL or the command line."""
+    import dataclasses
+
+    seed(settings)
+    with pytest.raises(CatalogError, match="PRESETS_UPDATE_URL"):
+        update_catalog(settings)
+    url = range_server.add("/published.yaml", NEW.encode())
+    result = update_catalog(dataclasses.replace(settings, presets_update_url=url))
+    assert result.added == ["EPSILON"]

@@ -38,6 +38,7 @@ def test_every_variable_has_a_field():
     [
         ({"ENABLE_JUPYTER": "maybe"}, "ENABLE_JUPYTER='maybe'"),
         ({"ADMIN_PORT": "99999"}, "ADMIN_PORT='99999'"),
+        ({"PRESETS_UPDATE_URL": "http://example.org/p.yaml"}, "PRESETS_UPDATE_URL='http://example.org/p.yaml'"),
         ({"TRUSTED_PROXIES": "10.0.0.0/8, proxy.example"}, "TRUSTED_PROXIES='10.0.0.0/8, proxy.example'"),
         ({"COMFYUI_PORT": "http"}, "COMFYUI_PORT='http'"),
         ({"TIME_ZONE": "Moon/Base"}, "TIME_ZONE='Moon/Base'"),
