@@ -28,5 +28,7 @@ def links(app: Flask) -> list[tuple[str, str, str]]:
     cache: dict[str, list[tuple[str, str, str]]] = app.extensions.setdefault("comfypod.nav", {})
     root = request.script_root
     if root not in cache:
+        if len(cache) >= 8:  # nginx always sends one prefix; never let odd headers grow this
+            cache.clear()
         cache[root] = [(url_for(endpoint), endpoint, label) for endpoint, label in visible(app)]
     return cache[root]
