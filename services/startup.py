@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services import paths, programs, pyenv
-from services.errors import ComfyPodError
+from services.errors import ComfyPodError, ServiceError
 from services.settings import Settings, process_environment
 
 log = logging.getLogger("comfypod.up")
@@ -133,8 +133,26 @@ def banner(prepared: Prepared, host: str = "localhost") -> str:
     return "\n".join(lines)
 
 
+def refuse_if_running(settings: Settings) -> None:
+    """Stop a second ``comfypod up`` on the same RUN_DIR before it touches anything: it would
+    rewrite the running mesh's configs, then fail on supervisord's own socket with a traceback."""
+    from services.supervisor import Supervisor
+
+    if not settings.supervisor_socket.exists():
+        return
+    try:
+        pid = Supervisor(settings.supervisor_socket, timeout=3).pid()
+    except ServiceError:
+        return  # a socket left behind by a killed supervisord: start afresh
+    raise ServiceError(
+        f"ComfyPod is already running in {settings.run_dir} (supervisord pid {pid}): `comfypod status` "
+        "shows it; stop it with Ctrl-C where it runs or `comfypod ctl shutdown`"
+    )
+
+
 def up(settings: Settings) -> None:
     """Prepare everything, print the banner, then replace this process with supervisord."""
+    refuse_if_running(settings)
     prepared = prepare(settings)
     print(banner(prepared), flush=True)
     supervisord = str(prepared.settings.venv_bin / "supervisord")

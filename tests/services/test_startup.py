@@ -56,3 +56,19 @@ def test_optional_step_failure_is_logged_not_fatal(make_settings, monkeypatch, c
     monkeypatch.setitem(globals(), "_broken", broken)
     startup.prepare(make_settings(), base_env={})
     assert "broken optional step" in caplog.text
+
+
+def test_a_second_up_on_a_running_mesh_is_refused_before_touching_anything(make_settings, tmp_path):
+    from services.errors import ServiceError
+    from tests.support.supervisord import running_supervisord
+
+    settings = make_settings()
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    programs = "[program:idle]\ncommand=sleep 600\nautostart=false\n"
+    with running_supervisord(settings.supervisor_socket, tmp_path, programs) as client:
+        with pytest.raises(ServiceError, match=rf"already running .*pid {client.pid()}"):
+            startup.up(settings)
+    assert not settings.supervisord_conf.exists()  # nothing rendered over the running mesh's files
+    settings.supervisor_socket.unlink(missing_ok=True)
+    settings.supervisor_socket.write_text("")  # what a killed supervisord leaves: no obstacle
+    startup.refuse_if_running(settings)
