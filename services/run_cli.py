@@ -145,6 +145,8 @@ def run_workflow(settings: Settings, path: Path, sets: list[str], wait: bool,
         if not wait:
             ticket = client.queue_prompt(prompt, extra_data=extra)
             click.echo(f"queued {path.name} as prompt {ticket.prompt_id} (number {ticket.number})")
+            click.echo("(not waiting: add --wait to follow it here, or watch it on the admin's Workflows page)",
+                       err=True)
             return 0
         progress = RunProgress.for_prompt("", prompt)
         bars: list[TerminalProgress] = []
