@@ -7,13 +7,13 @@ chosen by the URL's exact host, so an HF token never leaves for another host.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
+from services.urls import LOOPBACK_NAMES, is_loopback_host, url_problem  # noqa: F401 - the catalog's URL rules
+
 HF_HOSTS = frozenset({"huggingface.co", "hf.co"})
 CIVITAI_HOSTS = frozenset({"civitai.com"})
-LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 _HF_REPO_TYPES = {"datasets": "dataset", "spaces": "space"}
 
@@ -24,17 +24,6 @@ def _host(url: str) -> str:
     except ValueError:
         return ""
     return host.lower().rstrip(".")
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for localhost and loopback addresses (127.0.0.0/8, ::1): tests serve files there."""
-    host = host.lower().strip("[]").rstrip(".")
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _hf_parts(url: str, *, any_host: bool = False) -> dict[str, Any] | None:
@@ -183,24 +172,3 @@ def token_for(url: str, settings: Any) -> str | None:
     return value or None
 
 
-def url_problem(url: str) -> str | None:
-    """Why ``url`` cannot be a catalog download URL, or None when it can.
-
-    https only; plain http only for loopback hosts; a host is required; no user:password.
-    """
-    text = url.strip()
-    try:
-        parts = urlsplit(text)
-        host = parts.hostname
-        _ = parts.port
-    except ValueError as err:
-        return f"not a valid URL ({err})"
-    if parts.scheme not in ("https", "http"):
-        return "must start with https://"
-    if not host:
-        return "has no host"
-    if parts.username or parts.password:
-        return "must not carry a user name or password (use HF_TOKEN / CIVITAI_TOKEN)"
-    if parts.scheme == "http" and not is_loopback_host(host):
-        return "must use https:// (plain http is only allowed for loopback hosts)"
-    return None

@@ -108,16 +108,13 @@ def networks(name: str, value: str) -> tuple[str, ...]:
 
 
 def url(name: str, value: str) -> str:
-    """An https URL (plain http only for a loopback host), or empty for none."""
-    from urllib.parse import urlsplit
+    """A URL the pod may fetch (https; http only for a loopback host), or empty for none."""
+    from services.urls import url_problem
 
     text = value.strip()
-    if not text:
-        return ""
-    parts = urlsplit(text)
-    loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
-    if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and loopback)):
-        raise _bad(name, value, "an https:// URL (http:// only for 127.0.0.1 or localhost), or empty")
+    problem = url_problem(text) if text else None
+    if problem:
+        raise _bad(name, value, f"a URL the pod may fetch, or empty; this one {problem}")
     return text
 
 
