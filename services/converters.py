@@ -58,16 +58,22 @@ def timezone(name: str, value: str) -> str:
     return text
 
 
+def _items(value: str) -> list[str]:
+    """The parts of a comma, semicolon or space separated list; blanks dropped."""
+    return [part for part in re.split(r"[,\s;]+", value.strip()) if part]
+
+
+def _unique(items) -> tuple[str, ...]:
+    """Duplicates dropped, order kept."""
+    return tuple(dict.fromkeys(items))
+
+
 def id_list(name: str, value: str) -> tuple[str, ...]:
     """Comma (or space) separated ids; blanks ignored, duplicates dropped, order kept."""
-    seen: dict[str, None] = {}
-    for part in re.split(r"[,\s;]+", value.strip()):
-        if not part:
-            continue
+    for part in _items(value):
         if not _ID_RE.match(part):
             raise _bad(name, value, "comma-separated preset ids made of letters, digits, '_', '-', '.'")
-        seen.setdefault(part, None)
-    return tuple(seen)
+    return _unique(_items(value))
 
 
 def path(name: str, value: str) -> Path:
@@ -96,15 +102,10 @@ def networks(name: str, value: str) -> tuple[str, ...]:
     """Comma (or space) separated IP addresses or CIDR blocks, normalised (``10.0.0.0/8``)."""
     import ipaddress
 
-    found: dict[str, None] = {}
-    for part in re.split(r"[,\s;]+", value.strip()):
-        if not part:
-            continue
-        try:
-            found.setdefault(str(ipaddress.ip_network(part, strict=False)), None)
-        except ValueError:
-            raise _bad(name, value, "comma-separated IP addresses or CIDR blocks such as 10.0.0.0/8") from None
-    return tuple(found)
+    try:
+        return _unique(str(ipaddress.ip_network(part, strict=False)) for part in _items(value))
+    except ValueError:
+        raise _bad(name, value, "comma-separated IP addresses or CIDR blocks such as 10.0.0.0/8") from None
 
 
 def url(name: str, value: str) -> str:
