@@ -30,6 +30,9 @@ SELF_SERVING = ("admin", "nginx")  # programs this page travels through
 NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 TAIL_BYTES = 16384
 MAX_TAIL_BYTES = 1 << 20
+# A stop waits for the program's stopwaitsecs (ComfyUI: 30 s, then SIGKILL) and a start for its
+# startsecs: an action must outwait both, or a slow but successful stop reads as a failure.
+ACTION_TIMEOUT = 90.0
 
 
 def _title(name: str) -> str:
@@ -71,7 +74,7 @@ def control(name: str, action: str) -> str:
     if action not in ACTIONS:
         abort(404, description=f"unknown action {action!r}: one of {', '.join(ACTIONS)}")
     state = _known(name)
-    sup = supervisor()
+    sup = Supervisor(current_settings().supervisor_socket, timeout=ACTION_TIMEOUT)
     if name in SELF_SERVING:
         if action == "stop":
             raise ServiceError(f"{name} serves this page, so it cannot be stopped from here: "

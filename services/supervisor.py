@@ -68,6 +68,7 @@ class Supervisor:
 
     def __init__(self, socket_path: Path, timeout: float = 10.0) -> None:
         self.socket_path = socket_path
+        self.timeout = timeout
         self._proxy = xmlrpc.client.ServerProxy(
             "http://localhost/RPC2", transport=_UnixTransport(str(socket_path), timeout), allow_none=True
         )
@@ -77,6 +78,12 @@ class Supervisor:
             return getattr(self._proxy.supervisor, method)(*args)
         except xmlrpc.client.Fault as fault:
             raise ServiceError(f"supervisord refused {method}{args}: {fault.faultString}") from None
+        except TimeoutError:
+            # supervisord is there but busy: a stop waits up to the program's stopwaitsecs
+            raise ServiceError(
+                f"supervisord did not finish {method}{args} within {self.timeout:g} s; "
+                "the program may still be stopping or starting"
+            ) from None
         except (OSError, xmlrpc.client.ProtocolError) as err:
             raise ServiceError(
                 f"supervisord is not reachable at {self.socket_path} ({err}); is `comfypod up` running?"

@@ -12,6 +12,9 @@ from services.supervisor import Supervisor
 from tests.support.supervisord import running_supervisord
 
 SLEEP = f'{sys.executable} -c "import time; print(\'hello from %(program_name)s\', flush=True); time.sleep(600)"'
+# ignores SIGTERM, as a ComfyUI busy in a CUDA call can: supervisord kills it after stopwaitsecs
+STUBBORN = (f'{sys.executable} -c "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); '
+            f'print(\'ignoring TERM\', flush=True); time.sleep(600)"')
 
 
 PROGRAMS = f"""
@@ -28,6 +31,12 @@ stdout_logfile=%(here)s/admin.log
 command={SLEEP}
 autostart=false
 startsecs=0
+stopwaitsecs=2
+[program:stubborn]
+command={STUBBORN}
+autostart=false
+startsecs=0
+stopwaitsecs=7
 """
 
 
@@ -62,6 +71,19 @@ def test_start_stop_restart_via_api(admin_app, supervisord, api_headers):
     restarted = client.post("/api/services/comfyui/restart", headers=api_headers).get_json()
     assert restarted["message"] == "comfyui restarted"
     assert restarted["program"]["pid"] != pid and restarted["program"]["state"] == "RUNNING"
+
+
+def test_a_stop_slower_than_a_quick_answer_still_reports_stopped(admin_app, supervisord, api_headers):
+    """A program that needs its whole stopwaitsecs (7 s here, 30 s for ComfyUI) to stop is
+    reported STOPPED, not as an unreachable supervisord."""
+    client = admin_app.test_client()
+    assert client.post("/api/services/stubborn/start", headers=api_headers).get_json()["program"]["state"] == "RUNNING"
+    deadline = time.monotonic() + 10
+    while "ignoring TERM" not in supervisord.tail("stubborn") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stopped = client.post("/api/services/stubborn/stop", headers=api_headers)
+    assert stopped.status_code == 200, stopped.get_json()
+    assert stopped.get_json()["program"]["state"] == "STOPPED"
 
 
 def test_page_action_returns_table_with_message(admin_client, supervisord):
