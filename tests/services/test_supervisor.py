@@ -10,16 +10,20 @@ from services.errors import ServiceError
 from services.supervisor import Supervisor
 from tests.support.supervisord import running_supervisord
 
+# stopwaitsecs is short: a SIGTERM that lands between supervisord's fork and exec is lost, and
+# the stop then waits for the SIGKILL (default 10 s, as long as the client's timeout)
 PROGRAMS = f"""
 [program:sleeper]
 command={sys.executable} -c "import time; print('hello from sleeper', flush=True); time.sleep(600)"
 startsecs=0
 autorestart=true
 stdout_logfile=%(here)s/sleeper.log
+stopwaitsecs=2
 [program:idle]
 command=sleep 600
 autostart=false
 startsecs=0
+stopwaitsecs=2
 """
 
 
