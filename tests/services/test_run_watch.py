@@ -68,7 +68,9 @@ def test_queued_prompt_reports_its_position(fake_comfyui_factory):
     first = queue(fake, 40)
     second = queue(fake, 2)
     client = ComfyUIClient(fake.url)
-    time.sleep(0.2)
+    deadline = time.monotonic() + 10  # until the first one runs (it waits for a CPU under load)
+    while snapshot(client, first).status != "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert snapshot(client, second).status == "queued" and snapshot(client, second).queue_position == 1
     client.interrupt(first)
     states = [s for s in watch(fake.url, second) if s is not None]
