@@ -338,6 +338,20 @@ class ComfyUIClient:
     def history_entry(self, prompt_id: str) -> dict | None:
         return self.history(prompt_id).get(prompt_id)
 
+    def locate(self, prompt_id: str) -> tuple[dict | None, QueueState | None]:
+        """Where a prompt is: ``(history entry, None)`` once finished, ``(None, queue)`` while it runs
+        or waits, ``(None, None)`` when ComfyUI knows no such prompt.
+
+        ComfyUI moves a prompt from the queue to the history in one step, but between two reads of
+        ours: one that finished after the /history read is in neither, so /history is read again."""
+        entry = self.history_entry(prompt_id)
+        if entry:
+            return entry, None
+        state = self.queue()
+        if state.position(prompt_id) is not None:
+            return None, state
+        return self.history_entry(prompt_id) or None, None
+
     def free(self, unload_models: bool = True, free_memory: bool = True) -> None:
         self._post_empty("/free", {"unload_models": unload_models, "free_memory": free_memory})
 
@@ -479,7 +493,9 @@ class ComfyUIClient:
         raise ComfyUIError(f"stopped following prompt {prompt_id} before it finished")
 
     def _settle_after_reconnect(self, prompt_id: str, outcome: RunOutcome) -> RunOutcome | None:
-        entry = self.history_entry(prompt_id)
+        entry, waiting = self.locate(prompt_id)
+        if waiting:
+            return None  # still running or waiting: keep following
         if entry:
             outcome.outputs = entry.get("outputs") or outcome.outputs
             messages = [m[0] for m in (entry.get("status") or {}).get("messages", [])]
@@ -491,6 +507,4 @@ class ComfyUIClient:
             else:
                 outcome.status = "success"
             return outcome
-        if self.queue().position(prompt_id) is None:
-            raise ComfyUIError(f"ComfyUI restarted and lost prompt {prompt_id}: run it again")
-        return None
+        raise ComfyUIError(f"ComfyUI restarted and lost prompt {prompt_id}: run it again")

@@ -31,17 +31,16 @@ def run_client_id(prompt_id: str) -> str:
 
 def snapshot(client: ComfyUIClient, prompt_id: str) -> RunProgress | None:
     """The state of a prompt from /history (finished) or /queue (running or waiting); None if unknown."""
-    entry = client.history_entry(prompt_id)
+    entry, state = client.locate(prompt_id)
     if entry:
         return RunProgress.from_history(prompt_id, entry)
-    state = client.queue()
-    for item in state.running + state.pending:
-        if item.prompt_id == prompt_id:
-            progress = RunProgress.for_prompt(prompt_id, item.prompt, nodes_to_run(item.prompt, item.outputs))
-            progress.queue_position = state.position(prompt_id)
-            progress.status = "running" if progress.queue_position == 0 else "queued"
-            return progress
-    return None
+    if state is None:
+        return None
+    item = next(i for i in state.running + state.pending if i.prompt_id == prompt_id)
+    progress = RunProgress.for_prompt(prompt_id, item.prompt, nodes_to_run(item.prompt, item.outputs))
+    progress.queue_position = state.position(prompt_id)
+    progress.status = "running" if progress.queue_position == 0 else "queued"
+    return progress
 
 
 def watch(base_url: str, prompt_id: str, *, stop: Callable[[], bool] = lambda: False,

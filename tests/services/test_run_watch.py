@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from services.comfyui_client import ComfyUIClient
+from services.comfyui_client import ComfyUIClient, RunOutcome
 from services.run_watch import run_client_id, snapshot, watch
 
 
@@ -61,6 +61,31 @@ def test_finished_and_unknown_prompts(fake_comfyui):
     unknown = [s for s in watch(fake_comfyui.url, "no-such-prompt") if s is not None]
     assert unknown[0]["status"] == "unknown" and "knows no such prompt" in unknown[0]["error"]
     assert snapshot(client, "no-such-prompt") is None
+
+
+class _FinishesBetweenReads(ComfyUIClient):
+    """The prompt ends right after the first /history read: it is then in neither list we read."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.history_reads = 0
+
+    def history_entry(self, prompt_id: str):
+        self.history_reads += 1
+        return {} if self.history_reads == 1 else super().history_entry(prompt_id)
+
+
+def test_a_prompt_that_finishes_between_the_two_reads_is_not_unknown(fake_comfyui):
+    done = ComfyUIClient(fake_comfyui.url).run(
+        {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 4}},
+         "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "race"}}}, timeout=30)
+    racing = _FinishesBetweenReads(fake_comfyui.url)
+    progress = snapshot(racing, done.prompt_id)
+    assert progress is not None and progress.status == "success" and racing.history_reads == 2
+    # the same race after a reconnect of ComfyUIClient.run(): not "ComfyUI restarted and lost prompt"
+    racing = _FinishesBetweenReads(fake_comfyui.url)
+    settled = racing._settle_after_reconnect(done.prompt_id, RunOutcome(done.prompt_id, "running"))
+    assert settled is not None and settled.status == "success"
 
 
 def test_queued_prompt_reports_its_position(fake_comfyui_factory):
