@@ -154,6 +154,10 @@ def queue_view() -> dict[str, Any]:
                  if isinstance(f, dict) and f.get("type") == "output"]
         recent.append({"prompt_id": prompt_id, "title": meta.get("title") or meta.get("name") or "workflow",
                        "status": word, "files": files})
+    # a run that ended between the /queue and /history reads is in both: show it once, as finished
+    ended = {r["prompt_id"] for r in recent}
+    running = [r for r in running if r["prompt_id"] not in ended]
+    pending = [p for p in pending if p["prompt_id"] not in ended]
     return {"running": running, "pending": pending, "recent": recent}
 
 

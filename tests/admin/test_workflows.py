@@ -189,6 +189,18 @@ def test_queue_cancel_and_interrupt(client, comfy):
     assert recent[0]["prompt_id"] == first["prompt_id"] and recent[0]["status"] == "interrupted"
 
 
+def test_a_run_that_ended_between_the_queue_and_history_reads_is_shown_once(client, comfy, monkeypatch):
+    from services.comfyui_client import ComfyUIClient, QueueItem, QueueState
+
+    inline = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 5}},
+              "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "once"}}}
+    done = ComfyUIClient(comfy.url).run(inline, timeout=30)
+    stale = QueueState(running=[QueueItem(1, done.prompt_id, inline, {}, ["2"])], pending=[])
+    monkeypatch.setattr(ComfyUIClient, "queue", lambda self: stale)  # /queue read just before it ended
+    queue = client.get("/api/workflows/queue").get_json()
+    assert queue["running"] == [] and queue["recent"][0]["prompt_id"] == done.prompt_id
+
+
 def test_api_inspect_run_inline_and_openapi(client, comfy, api_token_headers):
     info = client.get("/api/workflows/inspect?source=example&name=sd15-txt2img.json").get_json()
     assert info["format"] == "ui" and info["preset_ids"] == ["SD15_TINY"]
