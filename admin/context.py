@@ -41,9 +41,10 @@ def _shared(key: str, build) -> Any:
     return value
 
 
-def supervisor() -> Supervisor:
-    """A fresh client per call: an XML-RPC proxy is not safe to share between threads."""
-    return Supervisor(current_settings().supervisor_socket, timeout=5.0)
+def supervisor(timeout: float = 5.0) -> Supervisor:
+    """A fresh client per call: an XML-RPC proxy is not safe to share between threads. Reads
+    answer at once; a start or stop passes a longer ``timeout`` (see admin.services)."""
+    return Supervisor(current_settings().supervisor_socket, timeout=timeout)
 
 
 def catalog_store():

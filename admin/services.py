@@ -74,14 +74,14 @@ def control(name: str, action: str) -> str:
     if action not in ACTIONS:
         abort(404, description=f"unknown action {action!r}: one of {', '.join(ACTIONS)}")
     state = _known(name)
-    sup = Supervisor(current_settings().supervisor_socket, timeout=ACTION_TIMEOUT)
+    sup = supervisor(timeout=ACTION_TIMEOUT)
     if name in SELF_SERVING:
         if action == "stop":
             raise ServiceError(f"{name} serves this page, so it cannot be stopped from here: "
                                f"use `comfypod ctl stop {name}` in a terminal")
         if action == "start" and state.running:
             return f"{name} is already running"
-        _restart_later(current_settings().supervisor_socket, name)
+        restart_later(current_settings().supervisor_socket, name)
         return f"{name} restarts in a moment; this page reconnects by itself"
     if action == "start":
         if state.running:
@@ -97,13 +97,14 @@ def control(name: str, action: str) -> str:
     return f"{name} restarted"
 
 
-def _restart_later(socket_path, name: str, delay: float = 0.5) -> None:
-    """Restart after the answer is sent. The admin itself gets TERM and supervisord (autorestart)
+def restart_later(socket_path, name: str, delay: float = 0.5) -> None:
+    """Restart ``name`` in the background, after the answer is sent (the Services page, a settings
+    change that ComfyUI must pick up). The admin itself gets TERM and supervisord (autorestart)
     starts it again: stopping it over RPC would kill the caller before it could start it."""
 
     def run() -> None:
         time.sleep(delay)
-        sup = Supervisor(socket_path, timeout=30.0)
+        sup = Supervisor(socket_path, timeout=ACTION_TIMEOUT)
         try:
             if name == "admin":
                 sup.signal(name, "TERM")

@@ -9,7 +9,6 @@ start of ComfyUI, so a change is applied by restarting the ``comfyui`` program (
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,11 @@ from flask import Blueprint, render_template, request
 from admin.actions import attempt
 from admin.context import InputError, current_settings
 from admin.payload import json_object
+from admin.services import restart_later
 from services import credentials, launcher
 from services.credentials import write_private
-from services.errors import CatalogError, ServiceError
+from services.errors import CatalogError
 from services.settings import SAGE_MODES, Settings
-from services.supervisor import Supervisor
 
 log = logging.getLogger("comfypod.admin.settings")
 
@@ -58,13 +57,7 @@ def save_sage_mode(settings: Settings, mode: str, restart: bool = True) -> str:
 
 
 def _restart_comfyui(settings: Settings) -> None:
-    def run() -> None:
-        try:
-            Supervisor(settings.supervisor_socket, timeout=60.0).restart("comfyui")
-        except ServiceError as err:
-            log.error("ComfyUI restart after a settings change failed: %s", err)
-
-    threading.Thread(target=run, name="restart-comfyui", daemon=True).start()
+    restart_later(settings.supervisor_socket, "comfyui", delay=0)
 
 
 # ---- presets.yaml ----------------------------------------------------------------------------
