@@ -19,7 +19,7 @@ from flask import Blueprint, Response, jsonify, render_template, request, stream
 from admin.context import InputError, Unavailable, catalog_store, current_settings
 from admin.payload import json_object
 from services import library, model_check, model_presets, workflow
-from services.comfyui_client import ComfyUIClient, PromptRejected
+from services.comfyui_client import ComfyUIClient, PromptRejected, history_status
 from services.errors import ComfyPodError, ComfyUIError, WorkflowError
 from services.healthprobe import read_health
 from services.run_watch import run_client_id, snapshot, watch
@@ -147,9 +147,7 @@ def queue_view() -> dict[str, Any]:
     for prompt_id, entry in reversed(list(history.items())):
         item = entry.get("prompt") or []
         meta = (item[3] if len(item) > 3 else {}).get("comfypod") or {}
-        status = entry.get("status") or {}
-        kinds = [m[0] for m in status.get("messages", [])]
-        word = "interrupted" if "execution_interrupted" in kinds else status.get("status_str", "?")
+        word = history_status(entry) or "?"
         files = [f for ui in (entry.get("outputs") or {}).values() for f in ui.get("images", []) or []
                  if isinstance(f, dict) and f.get("type") == "output"]
         recent.append({"prompt_id": prompt_id, "title": meta.get("title") or meta.get("name") or "workflow",

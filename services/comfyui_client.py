@@ -203,6 +203,15 @@ def _close(sock: websocket.WebSocket) -> None:
         sock.shutdown()
 
 
+def history_status(entry: dict) -> str | None:
+    """How a finished prompt ended, from its /history entry: ``interrupted`` when ComfyUI logged an
+    execution_interrupted message, else its status_str (``success``, ``error``), None if absent."""
+    status = entry.get("status") or {}
+    if any(m and m[0] == "execution_interrupted" for m in status.get("messages", [])):
+        return "interrupted"
+    return status.get("status_str")
+
+
 class ComfyUIClient:
     """Talks to one ComfyUI at ``base_url`` (``http://host:port``)."""
 
@@ -498,13 +507,9 @@ class ComfyUIClient:
             return None  # still running or waiting: keep following
         if entry:
             outcome.outputs = entry.get("outputs") or outcome.outputs
-            messages = [m[0] for m in (entry.get("status") or {}).get("messages", [])]
-            if "execution_interrupted" in messages:
-                outcome.status = "interrupted"
-            elif (entry.get("status") or {}).get("status_str") == "error":
-                outcome.status = "error"
+            ended = history_status(entry)
+            outcome.status = ended if ended in ("interrupted", "error") else "success"
+            if ended == "error":
                 outcome.error = next((m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"), None)
-            else:
-                outcome.status = "success"
             return outcome
         raise ComfyUIError(f"ComfyUI restarted and lost prompt {prompt_id}: run it again")
