@@ -83,22 +83,18 @@ def keep_user_extra_model_paths(settings: Settings) -> Path | None:
     return target
 
 
-def _write(path: Path, text: str) -> None:
-    write_atomic(path, text)
-
-
 def write_configs(settings: Settings) -> list[Path]:
     """Render every generated file; return their paths."""
     written = []
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(settings.run_dir, 0o700)
-    _write(settings.supervisord_conf, render_supervisord(settings))
+    write_atomic(settings.supervisord_conf, render_supervisord(settings))
     written.append(settings.supervisord_conf)
     if (settings.app_dir / "nginx" / "nginx.conf.j2").is_file():
         nginx_conf = settings.run_dir / "nginx.conf"
-        _write(nginx_conf, render_nginx(settings))
+        write_atomic(nginx_conf, render_nginx(settings))
         written.append(nginx_conf)
     keep_user_extra_model_paths(settings)
-    _write(extra_model_paths_file(settings), render_extra_model_paths(settings))
+    write_atomic(extra_model_paths_file(settings), render_extra_model_paths(settings))
     written.append(extra_model_paths_file(settings))
     return written
