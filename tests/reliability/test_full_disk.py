@@ -1,5 +1,5 @@
-"""Issue 11, full disk: the workspace lives on a small tmpfs (the tests run as root, as CI does; where ``mount``
-fails, saying so). A disk filling up in the middle of a download is ENOSPC
+"""Issue 11, full disk: the workspace lives on a small tmpfs (the tests run as root, as CI does; where
+``mount`` is refused they fail and say why). A disk filling up in the middle of a download is ENOSPC
 injected at the write. With the disk full, a download,
 a presets.yaml save, a gallery thumbnail and a log write each fail with a clear message; no
 existing file is truncated or lost; the services stay up, and work again once space is freed.
