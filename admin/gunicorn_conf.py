@@ -3,6 +3,7 @@
 from gunicorn.glogging import Logger
 
 from services.logs import mask_text
+from services.parent_death import die_with_parent
 from services.settings import load_settings
 
 _settings = load_settings()
@@ -20,6 +21,12 @@ loglevel = _settings.log_level
 proc_name = "comfypod-admin"
 forwarded_allow_ips = "127.0.0.1"
 control_socket_disable = True  # nothing uses gunicornc; no socket left in $HOME
+
+
+def post_fork(server, worker) -> None:  # noqa: ANN001 - gunicorn's hook signature
+    """In each new worker: die with the master, so a master killed with SIGKILL leaves no worker
+    holding the port that the next master must bind (see services.parent_death)."""
+    die_with_parent(server.pid)
 
 
 class QuietAccessLogger(Logger):
