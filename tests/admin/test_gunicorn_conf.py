@@ -64,6 +64,7 @@ def test_workers_die_with_a_master_killed_by_sigkill(workspace, run_dir, tmp_pat
 
     from tests.conftest import base_environ
     from tests.support.ports import free_port
+    from tests.support.processes import alive
 
     port = free_port()
     env = base_environ(workspace, run_dir, ADMIN_INTERNAL_PORT=str(port), ADMIN_WORKERS="2")
@@ -80,12 +81,6 @@ def test_workers_die_with_a_master_killed_by_sigkill(workspace, run_dir, tmp_pat
         assert len(workers) == 2, (tmp_path / "gunicorn.log").read_text()
         master.kill()
         master.wait(5)
-
-        def alive(pid: int) -> bool:
-            try:
-                return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-            except psutil.NoSuchProcess:
-                return False
 
         deadline = time.monotonic() + 5
         while any(alive(pid) for pid in workers) and time.monotonic() < deadline:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-import psutil
+from tests.support.processes import alive
 
 # a parent that starts a child tied to it, prints the child's pid, and waits forever
 PARENT = """
@@ -25,26 +25,19 @@ time.sleep(600)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 def test_a_tied_child_dies_with_its_parent():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     parent = subprocess.Popen([sys.executable, "-c", PARENT, CHILD_TIED], stdout=subprocess.PIPE, text=True, env=env)
     try:
         child = int(parent.stdout.readline())
         time.sleep(1.0)  # the child imports and arms itself
-        assert _alive(child)
+        assert alive(child)
         parent.send_signal(signal.SIGKILL)
         parent.wait(5)
         deadline = time.monotonic() + 10  # it would sleep 600 s if it were not tied
-        while _alive(child) and time.monotonic() < deadline:
+        while alive(child) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _alive(child)
+        assert not alive(child)
     finally:
         parent.kill()
         parent.wait(5)

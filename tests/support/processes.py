@@ -1,0 +1,13 @@
+"""Process checks for tests that kill things."""
+
+from __future__ import annotations
+
+import psutil
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie (dead, not yet reaped) counts as gone."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
